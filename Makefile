@@ -1,0 +1,50 @@
+# The two commands a newcomer runs (README): `make demo` and `make test`.
+# Each creates .venv on first use and installs the locked versions (requirements/*.txt).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV_VERSION := 0.13.8
+UV     := $(BIN)/uv pip install --quiet --python $(BIN)/python
+
+.PHONY: demo test lint typecheck unit bench lock clean
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.runtime: $(BIN)/uv requirements/runtime.txt pyproject.toml
+	$(UV) -r requirements/runtime.txt
+	$(UV) --no-deps -e .
+	touch $@
+
+$(VENV)/.test: $(BIN)/uv requirements/test.txt pyproject.toml
+	$(UV) -r requirements/test.txt
+	$(UV) --no-deps -e .
+	touch $@ $(VENV)/.runtime
+
+demo: $(VENV)/.runtime
+	$(BIN)/eventml demo --data ./eventml-demo
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(VENV)/.test
+	$(BIN)/mypy
+
+unit: $(VENV)/.test
+	$(BIN)/pytest --doctest-modules src tests
+
+test: lint typecheck unit
+
+bench: $(VENV)/.test
+	$(BIN)/python bench/log.py
+
+# Re-resolve the lock files after changing dependencies in pyproject.toml.
+lock: $(BIN)/uv
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 pyproject.toml -o requirements/runtime.txt
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 pyproject.toml --extra test -o requirements/test.txt
+
+clean:
+	rm -rf $(VENV) eventml-demo .mypy_cache .pytest_cache .ruff_cache
