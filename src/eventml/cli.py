@@ -16,9 +16,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from eventml import events as ev
-from eventml.config import Settings
+from eventml.config import TOPICS, Settings, topic_partitions
 from eventml.errors import EventmlError
-from eventml.ingest import FileFormat, SendOptions, send_file
+from eventml.ingest import FileFormat, SendOptions, check_source, send_file
 from eventml.log import Log, open_log
 
 app = typer.Typer(
@@ -94,7 +94,8 @@ def send(
         key_column=key_column,
         ts_column=ts_column,
     )
-    size = file.stat().st_size if file.is_file() else 0
+    check_source(file, opts)
+    size = file.stat().st_size
     with _open(data) as log:
         if json:
             summary = send_file(log, file, opts)
@@ -106,6 +107,7 @@ def send(
                 TimeRemainingColumn(),
                 console=err,
                 transient=True,
+                disable=not err.is_terminal,
             ) as bar:
                 task = bar.add_task("send", total=size or None)
                 summary = send_file(log, file, opts, lambda done: bar.update(task, completed=done))
@@ -167,6 +169,24 @@ def log_info(data: DataOpt = None, json: JsonOpt = False) -> None:
         out.print(gt)
     else:
         out.print("no consumer groups yet")
+
+
+@log_app.command("init")
+def log_init(
+    data: DataOpt = None,
+    partitions: Annotated[int | None, typer.Option(help="Partitions per topic.")] = None,
+    replication: Annotated[int | None, typer.Option(help="Replicas per topic (Kafka).")] = None,
+) -> None:
+    """Create the standard topics (records, models, predictions, labels, deadletter)."""
+    settings = Settings.from_env(log=data, partitions=partitions, replication=replication)
+    with open_log(data, settings) as log:
+        existing = log.topics()
+        for topic in TOPICS:
+            log.create_topic(topic, topic_partitions(topic, settings))
+        for topic, parts in log.topics().items():
+            if topic in TOPICS:
+                state = "exists" if topic in existing else "created"
+                out.print(f"{topic}: {parts} partition(s), {state}")
 
 
 @log_app.command("read")

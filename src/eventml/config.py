@@ -22,6 +22,11 @@ TOPICS = ("records", "models", "predictions", "labels", "deadletter")
 """The standard topics (DESIGN §2)."""
 
 
+def topic_partitions(topic: str, settings: Settings) -> int:
+    """Partitions for a standard topic: ``models`` has one, so its events are totally ordered."""
+    return 1 if topic == "models" else settings.partitions
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything configurable, with its default.
 
@@ -32,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """The log URL: a folder or ``sqlite:///path`` (embedded), ``memory://``, ``kafka://host:port``."""
     partitions: int = 1
     """Partitions of each standard topic when the log creates it."""
+    replication: int = 1
+    """Replicas of each topic the log creates (Kafka only; the embedded log has one copy)."""
     sqlite_sync: Literal["off", "normal", "full"] = "normal"
     """SQLite ``synchronous``: ``normal`` survives a process crash, ``full`` also power loss."""
     batch_max: int = 1000

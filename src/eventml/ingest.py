@@ -191,9 +191,11 @@ Item = tuple[ev.Record | ev.DeadLetter, int]
 """A record or a dead letter, with the bytes (or rows) of the file read so far."""
 
 
-def _dead(opts: SendOptions, path: Path, line: int, raw: bytes, reason: str) -> ev.DeadLetter:
+def _dead(
+    opts: SendOptions, path: Path, line: int, raw: bytes, reason: str, unit: str = "line"
+) -> ev.DeadLetter:
     return ev.DeadLetter(
-        reason=f"{reason} (line {line} of {path.name})",
+        reason=f"{reason} ({unit} {line} of {path.name})",
         raw=raw,
         endpoint=opts.endpoint,
         file=str(path),
@@ -290,7 +292,7 @@ def read_parquet(path: Path, opts: SendOptions) -> Iterator[Item]:
                 yield builder.record(row, f"row {number}"), number
             except _Bad as exc:
                 raw = msgspec.json.encode({k: str(v) for k, v in row.items()})
-                yield _dead(opts, path, number, raw, str(exc).replace("line", "row")), number
+                yield _dead(opts, path, number, raw, str(exc), unit="row"), number
 
 
 READERS: dict[FileFormat, Callable[[Path, SendOptions], Iterator[Item]]] = {
@@ -300,6 +302,14 @@ READERS: dict[FileFormat, Callable[[Path, SendOptions], Iterator[Item]]] = {
 }
 
 
+def check_source(path: Path, opts: SendOptions) -> FileFormat:
+    """Check the endpoint name and the file before reading; returns the file's format."""
+    check_endpoint(opts.endpoint)
+    if not path.is_file():
+        raise InputError(expected_got("an existing file", str(path)))
+    return detect_format(path, opts.format)
+
+
 def send_file(
     log: Log, path: Path, opts: SendOptions, progress: Callable[[int], None] | None = None
 ) -> SendSummary:
@@ -307,10 +317,7 @@ def send_file(
 
     ``progress`` is called with the bytes (Parquet: rows) read so far after each batch.
     """
-    check_endpoint(opts.endpoint)
-    if not path.is_file():
-        raise InputError(expected_got("an existing file", str(path)))
-    reader = READERS[detect_format(path, opts.format)]
+    reader = READERS[check_source(path, opts)]
     summary = SendSummary(file=str(path), endpoint=opts.endpoint)
     values: list[bytes] = []
     keys: list[bytes | None] = []
