@@ -262,6 +262,7 @@ def test_log_read_prints_events_with_positions(tmp_path: Path) -> None:
                 "key": None,
                 "ts": "2026-01-01T00:00:00Z",
                 "features": {"a": 1},
+                "answered": False,
             },
         }
     ]

@@ -210,6 +210,307 @@ def log_read(
                 sys.stdout.write(msgspec.json.encode(line).decode() + "\n")
 
 
+models_app = typer.Typer(help="Models as data: push, list and show model versions.")
+app.add_typer(models_app, name="models")
+
+
+def _descriptor_json(d: ev.ModelDescriptor) -> dict[str, Any]:
+    data: dict[str, Any] = ev.to_builtins(d)
+    data.pop("payload", None)
+    data.pop("type", None)
+    return data
+
+
+@models_app.command("push")
+def models_push(
+    path: Annotated[Path, typer.Argument(help="A model file or folder.")],
+    name: Annotated[str, typer.Option(help="The model's name; versions count per name.")],
+    data: DataOpt = None,
+    format: Annotated[
+        str | None, typer.Option(help="onnx, pmml, sklearn, river, tensorflow (default: detected).")
+    ] = None,
+    endpoint: Annotated[str | None, typer.Option(help="The endpoint it is meant for.")] = None,
+    description: Annotated[str, typer.Option(help="Free text.")] = "",
+    location: Annotated[
+        bool, typer.Option("--location", help="Store a file:// URI instead of the bytes.")
+    ] = False,
+    features: Annotated[
+        str | None, typer.Option(help="Feature names a,b,... for a model whose file lacks them.")
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Load, smoke-test and append a model descriptor; prints NAME:VERSION DIGEST."""
+    from eventml.models.registry import push_model
+
+    with _open(data) as log:
+        pushed = push_model(
+            log, path, name, format=format, endpoint=endpoint, description=description,
+            location=location, features=_csv_list(features),
+        )  # fmt: skip
+    d = pushed.descriptor
+    if json:
+        out.print_json(
+            msgspec.json.encode({"created": pushed.created, **_descriptor_json(d)}).decode()
+        )
+        return
+    sys.stdout.write(f"{d.name}:{d.version} {d.digest}\n")
+    if not pushed.created:
+        err.print(f"(same bytes as {d.name}:{d.version}; nothing appended)")
+
+
+@models_app.command("list")
+def models_list(data: DataOpt = None, json: JsonOpt = False) -> None:
+    """Every model version on the log."""
+    from eventml.models.registry import Registry
+
+    with _open(data) as log:
+        registry = Registry.from_log(log)
+    models = list(registry.all())
+    if json:
+        out.print_json(msgspec.json.encode([_descriptor_json(d) for d in models]).decode())
+        return
+    table = Table(title="models")
+    for col in ("model", "format", "endpoint", "size", "digest", "created"):
+        table.add_column(col)
+    for d in models:
+        table.add_row(
+            f"{d.name}:{d.version}", d.format, d.endpoint or "", f"{d.size:,}", d.digest[:12],
+            d.created_at.isoformat(timespec="seconds"),
+        )  # fmt: skip
+    out.print(table if models else "no models yet: eventml models push PATH --name NAME")
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION (latest when no version).")],
+    data: DataOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """One model version: format, input and output schema, digest, size, metrics, lineage."""
+    from eventml.models.registry import Registry
+
+    with _open(data) as log:
+        d = Registry.from_log(log).resolve(ref)
+    info = _descriptor_json(d)
+    if json:
+        out.print_json(msgspec.json.encode(info).decode())
+        return
+    out.print(f"[bold]{d.name}:{d.version}[/]  {d.format}  {d.digest}")
+    for key in ("endpoint", "description", "size", "location", "created_at"):
+        if info.get(key) not in (None, ""):
+            out.print(f"  {key}: {info[key]}", highlight=False)
+    for title, specs in (("inputs", d.inputs), ("outputs", d.outputs)):
+        out.print(f"  {title}:")
+        for spec in specs:
+            out.print(f"    {spec.name}  {spec.dtype}  {spec.shape}", markup=False, highlight=False)
+    out.print(f"  metrics: {dict(d.metrics)}", highlight=False)
+    out.print(f"  lineage: {info['lineage']}", highlight=False)
+
+
+def _split_flag(items: list[str]) -> dict[str, float]:
+    """``NAME[:V]=PCT%`` flags into weights."""
+    weights: dict[str, float] = {}
+    for item in items:
+        ref, sep, pct = item.rpartition("=")
+        try:
+            if not sep or not ref:
+                raise ValueError(item)
+            weights[ref] = float(pct.rstrip("%"))
+        except ValueError:
+            raise EventmlError(f'expected --split NAME[:VERSION]=PCT%, got "{item}"') from None
+    return weights
+
+
+@app.command()
+def deploy(
+    endpoint: Annotated[str, typer.Argument(help="The endpoint to route.")],
+    data: DataOpt = None,
+    route: Annotated[
+        Path | None, typer.Option(help="A route spec (JSON): champion, challengers, shadow, ...")
+    ] = None,
+    champion: Annotated[
+        str | None, typer.Option(help="NAME[:VERSION] answering (latest if no version).")
+    ] = None,
+    challenger: Annotated[list[str] | None, typer.Option(help="A challenger (repeatable).")] = None,
+    shadow: Annotated[
+        list[str] | None, typer.Option(help="Scored, never returned (repeatable).")
+    ] = None,
+    canary: Annotated[str | None, typer.Option(help="A reference model always scored.")] = None,
+    split: Annotated[
+        list[str] | None, typer.Option(help="NAME[:V]=PCT% arm of a sticky split (repeatable).")
+    ] = None,
+    decider: Annotated[
+        str | None, typer.Option(help="champion, first, consensus, quality, split or bandit.")
+    ] = None,
+    at_token: Annotated[
+        bool, typer.Option("--at-token", help="Switch exactly at a swap token in every partition.")
+    ] = False,
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+    json: JsonOpt = False,
+) -> None:
+    """Append a route event: which model versions serve ENDPOINT and how the answer is chosen."""
+    from eventml.serving.routes import deploy as deploy_route
+    from eventml.serving.spec import parse_spec
+
+    if route is not None:
+        if not route.is_file():
+            raise EventmlError(f'expected a route spec file, got "{route}"')
+        fields = msgspec.json.decode(route.read_bytes()) if route.suffix != ".yaml" else None
+        if fields is None:
+            raise EventmlError(f"expected a JSON route spec, got {route.name} (YAML is not read)")
+    else:
+        fields = {}
+    flags: dict[str, Any] = {
+        "champion": champion, "challengers": challenger, "shadow": shadow,
+        "canary": {"model": canary} if canary else None,
+        "split": _split_flag(split) if split else None, "decider": decider,
+    }  # fmt: skip
+    fields.update({k: v for k, v in flags.items() if v})
+    if split and not decider:
+        fields["decider"] = "split"
+    spec = parse_spec(fields, where=str(route) if route else "deploy flags")
+    with _open(data) as log:
+        event = deploy_route(log, endpoint, spec=spec, at_token=at_token, reason=reason)
+    if json:
+        out.print_json(ev.to_json(event).decode())
+        return
+    tokens = f", swap tokens at {event.token_offsets}" if event.at_token else ""
+    what = (
+        f"champion {event.champion}" if not event.spec else msgspec.json.encode(event.spec).decode()
+    )
+    out.print(f"{endpoint}: route {event.version} → {what}{tokens}", markup=False, highlight=False)
+
+
+route_app = typer.Typer(help="Routes: which models serve an endpoint.")
+app.add_typer(route_app, name="route")
+
+
+@route_app.command("show")
+def route_show(
+    endpoint: Annotated[str, typer.Argument(help="The endpoint.")],
+    data: DataOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """The endpoint's current route and its history."""
+    from eventml.models.registry import Registry
+    from eventml.serving.spec import spec_of, to_dict
+
+    with _open(data) as log:
+        history = Registry.from_log(log).routes.get(endpoint, [])
+    if not history:
+        raise EventmlError(f"expected a deployed endpoint, got {endpoint!r} with no route")
+    rows = [
+        {"version": r.version, "spec": to_dict(spec_of(r)), "at_token": r.at_token,
+         "reason": r.reason, "ts": r.ts.isoformat()}
+        for r in history
+    ]  # fmt: skip
+    if json:
+        out.print_json(
+            msgspec.json.encode(
+                {"endpoint": endpoint, "current": rows[-1], "history": rows}
+            ).decode()
+        )
+        return
+    for r in rows:
+        mark = "→" if r is rows[-1] else " "
+        note = f"  ({r['reason']})" if r["reason"] else ""
+        out.print(
+            f"{mark} route {r['version']}: {msgspec.json.encode(r['spec']).decode()}{note}",
+            markup=False,
+            highlight=False,
+        )
+
+
+@app.command()
+def rollback(
+    endpoint: Annotated[str, typer.Argument(help="The endpoint.")],
+    data: DataOpt = None,
+    at_token: Annotated[bool, typer.Option("--at-token", help="Switch at a swap token.")] = False,
+) -> None:
+    """Return to the route before the current one (a new route event)."""
+    from eventml.serving.routes import rollback as rollback_route
+
+    with _open(data) as log:
+        event = rollback_route(log, endpoint, at_token=at_token)
+    out.print(f"{endpoint}: route {event.version} ({event.reason})", markup=False, highlight=False)
+
+
+@app.command()
+def run(
+    data: DataOpt = None,
+    group: Annotated[str, typer.Option(help="Consumer group of this engine.")] = "engine",
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Exit when every record is scored.")
+    ] = False,
+    batch_max: Annotated[int | None, typer.Option(help="Most records per micro-batch.")] = None,
+    batch_ms: Annotated[float | None, typer.Option(help="Longest wait for a batch, ms.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads per model.")] = None,
+) -> None:
+    """Run the stream engine: score records into prediction events, exactly once."""
+    import signal
+
+    from eventml.serving.engine import Engine
+
+    settings = Settings.from_env(log=data, batch_max=batch_max, batch_ms=batch_ms, threads=threads)
+    with open_log(data, settings) as log:
+        engine = Engine(log, settings, group=group)
+        signal.signal(signal.SIGTERM, lambda *_: engine.stop())
+        try:
+            total = engine.run(until_idle=until_idle)
+        except KeyboardInterrupt:
+            total = -1
+        finally:
+            engine.close()
+    if total >= 0:
+        err.print(f"scored {total} records (group {group})")
+
+
+@app.command()
+def stats(data: DataOpt = None, json: JsonOpt = False) -> None:
+    """Usage, latency (p50/p99, µs per record) and errors per model version."""
+    from eventml.serving.stats import StatsView
+
+    with _open(data) as log:
+        view = StatsView.from_log(log)
+    rows = [view.versions[k].summary() for k in sorted(view.versions)]
+    if json:
+        out.print_json(
+            msgspec.json.encode({"versions": rows, "endpoints": view.endpoints}).decode()
+        )
+        return
+    table = Table(title="model versions")
+    cols = ("model", "usage", "errors", "mean_us", "p50_us", "p99_us", "min_us", "max_us", "since")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("model", "since") else "right")
+    for r in rows:
+        table.add_row(f"{r['model']}:{r['version']}", *(str(r[c]) for c in cols[1:]))
+    out.print(table if rows else "no predictions yet")
+    for endpoint, counts in sorted(view.endpoints.items()):
+        out.print(f"{endpoint}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+@app.command()
+def predictions(
+    endpoint: Annotated[str, typer.Argument(help="The endpoint whose predictions to export.")],
+    data: DataOpt = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only those scored at or after (RFC 3339).")
+    ] = None,
+    format: Annotated[str, typer.Option(help="jsonl, csv or parquet.")] = "jsonl",
+    out_file: Annotated[Path | None, typer.Option("--out", help="File (default: stdout).")] = None,
+) -> None:
+    """Export prediction events with the contract's field names."""
+    from eventml.serving.export import export_predictions
+
+    with _open(data) as log:
+        count = export_predictions(
+            log, endpoint, since=ev.parse_time(since, where="--since") if since else None,
+            fmt=format, out=out_file,
+        )  # fmt: skip
+    if out_file is not None:
+        err.print(f"{count} predictions → {out_file}")
+
+
 @app.command()
 def demo(data: DataOpt = None) -> None:
     """Run the main job on the embedded log and say what it did."""
@@ -223,7 +524,7 @@ def main() -> None:
     try:
         app()
     except EventmlError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -53,7 +53,11 @@ class DecodeError(InputError):
 
 
 class SchemaMismatch(InputError):
-    """Features that do not fit a model's input schema."""
+    """Features that do not fit a model's input schema; ``row`` is the row of the batch."""
+
+    def __init__(self, message: str, *, where: str | None = None, row: int | None = None) -> None:
+        super().__init__(message, where=where)
+        self.row = row
 
 
 class NotFound(EventmlError):

@@ -2,8 +2,8 @@
 
 Every change of state in eventml is one of these events appended to a topic (DESIGN §2):
 ``records`` holds :class:`Record` and :class:`SwapToken`; ``models`` holds
-:class:`ModelDescriptor`, :class:`ModelRejected`, :class:`RouteChanged` and
-:class:`ModelRetired`; ``predictions`` holds :class:`Prediction`; ``labels`` holds
+:class:`ModelDescriptor`, :class:`ModelRejected`, :class:`RouteChanged`,
+:class:`ModelRetired` and :class:`CanaryAlarm`; ``predictions`` holds :class:`Prediction`; ``labels`` holds
 :class:`Label`; ``deadletter`` holds :class:`DeadLetter`.
 
 Encoding: MessagePack on the log (:func:`encode` / :func:`decode`), JSON at the edges
@@ -24,7 +24,7 @@ Schema evolution, the rules every change to this module follows:
 >>> decode(encode(rec)) == rec
 True
 >>> to_json(rec)
-b'{"type":"Record","id":"r1","endpoint":"wine","key":null,"ts":"2026-01-01T00:00:00Z","features":{"alcohol":9.4}}'
+b'{"type":"Record","id":"r1","endpoint":"wine","key":null,"ts":"2026-01-01T00:00:00Z","features":{"alcohol":9.4},"answered":false}'
 """
 
 from __future__ import annotations
@@ -53,18 +53,28 @@ ScoreStatus = Literal["ok", "late", "error", "timeout"]
 Role = Literal["champion", "challenger", "shadow", "canary", "decoy"]
 
 
-class _Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, forbid_unknown_fields=False):
-    """Base of every event: frozen, keyword-only, tagged with its class name."""
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
+    """Base of every event: frozen, keyword-only, tagged with its class name.
+
+    ``gc=False``: events hold only values, dicts and lists of values, never a reference
+    back to themselves, so they cannot form cycles; leaving them out of the cycle
+    collector saves it from walking millions of them in a busy engine.
+    """
 
 
 class Record(_Event, frozen=True, kw_only=True):
-    """One instance to score, addressed to an endpoint."""
+    """One instance to score, addressed to an endpoint.
+
+    ``answered``: an online request already answered (its prediction is on the log too), kept
+    for the record; the stream engine does not score it again.
+    """
 
     id: str
     endpoint: str
     key: str | None = None
     ts: UtcTime
     features: dict[str, Feature]
+    answered: bool = False
 
 
 class SwapToken(_Event, frozen=True, kw_only=True):
@@ -76,7 +86,7 @@ class SwapToken(_Event, frozen=True, kw_only=True):
     ts: UtcTime
 
 
-class Source(msgspec.Struct, frozen=True, kw_only=True):
+class Source(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Where an event came from on the log."""
 
     topic: str
@@ -84,7 +94,7 @@ class Source(msgspec.Struct, frozen=True, kw_only=True):
     offset: int
 
 
-class Score(msgspec.Struct, frozen=True, kw_only=True):
+class Score(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One candidate model's part in a prediction."""
 
     model: str
@@ -131,7 +141,7 @@ class Label(_Event, frozen=True, kw_only=True):
     source: str | None = None
 
 
-class TensorSpec(msgspec.Struct, frozen=True, kw_only=True):
+class TensorSpec(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One named input or output of a model: element type and shape (-1 for any)."""
 
     name: str
@@ -139,7 +149,7 @@ class TensorSpec(msgspec.Struct, frozen=True, kw_only=True):
     shape: list[int] = []
 
 
-class Lineage(msgspec.Struct, frozen=True, kw_only=True):
+class Lineage(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Where a model came from."""
 
     view: str | None = None
@@ -193,13 +203,36 @@ class ModelRetired(_Event, frozen=True, kw_only=True):
 
 
 class RouteChanged(_Event, frozen=True, kw_only=True):
-    """Which model versions serve an endpoint and how; ``version`` counts per endpoint from 1."""
+    """Which model versions serve an endpoint and how; ``version`` counts per endpoint from 1.
+
+    Models are named ``NAME:VERSION`` (resolved when the route is deployed). A route with
+    ``at_token`` takes over exactly at the :class:`SwapToken` written with it into each
+    ``records`` partition (``token_offsets``: partition → offset); otherwise at the engine's
+    next batch boundary.
+    """
 
     endpoint: str
     version: int
     champion: str | None = None
     spec: dict[str, Any] = {}
     reason: str = ""
+    at_token: bool = False
+    token_offsets: dict[int, int] = {}
+    ts: UtcTime
+
+
+class CanaryAlarm(_Event, frozen=True, kw_only=True):
+    """The window mean of the answers moved away from the canary's (``state`` alarm), or back (ok)."""
+
+    endpoint: str
+    route_version: int
+    canary: str
+    state: Literal["alarm", "ok"]
+    window: int
+    answer_mean: float
+    canary_mean: float
+    delta: float
+    threshold: float
     ts: UtcTime
 
 
@@ -229,6 +262,7 @@ Event = (
     | ModelRejected
     | ModelRetired
     | RouteChanged
+    | CanaryAlarm
     | DeadLetter
 )
 """Every event eventml writes; decoded by its ``type`` tag."""
@@ -242,6 +276,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     ModelRejected,
     ModelRetired,
     RouteChanged,
+    CanaryAlarm,
     DeadLetter,
 )
 

@@ -1,0 +1,1 @@
+"""Serving: routes, the stream engine, statistics."""

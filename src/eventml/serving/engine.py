@@ -1,0 +1,577 @@
+"""The stream engine: records joined with the model stream, exactly-once prediction events.
+
+One step: fold new events of ``models`` (descriptors, routes), take a micro-batch of
+``records`` (at most ``batch_max`` records, waiting at most ``batch_ms`` for the first),
+group it by (endpoint, active route), score each group with one vectorized call, and in
+one log transaction append a prediction event per record (dead letters for records that
+cannot be scored) and commit the input offsets. A crash anywhere loses nothing and scores
+nothing twice: the transaction lands whole or not at all, and a restart resumes after the
+last commit.
+
+Hot swap: a model named by a new route is loaded and smoke-scored on a loader thread, off
+the hot path; a route without a token switches at the first batch boundary after its
+models are ready; a token route switches exactly at its :class:`~eventml.events.SwapToken`
+in each partition (the engine waits for the load there, so the switch point is the same on
+every run). A model that fails to load yields one :class:`~eventml.events.ModelRejected`
+and its route never serves: the previous route goes on. When a version leaves every route
+its final statistics are appended as :class:`~eventml.events.ModelRetired`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, cast
+
+import msgspec
+
+from eventml import events as ev
+from eventml.config import TOPICS, Settings, topic_partitions
+from eventml.errors import EventmlError, GroupBusy, SchemaMismatch
+from eventml.log import Log
+from eventml.models.base import FloatRows, LoadedModel
+from eventml.models.registry import Registry, load_model, parse_ref, smoke_test
+from eventml.serving.canary import CanaryMonitor
+from eventml.serving.rendezvous import BanditState, Context, Decision, Result, decide
+from eventml.serving.routes import RECORDS, RouteTable
+from eventml.serving.spec import RouteSpec, spec_of
+from eventml.serving.stats import StatsView
+
+PREDICTIONS = "predictions"
+DEADLETTER = "deadletter"
+
+
+class _RecordIn(msgspec.Struct, frozen=True, kw_only=True, tag="Record", gc=False):
+    """A record as the engine reads it: features kept as their exact bytes."""
+
+    id: str
+    endpoint: str
+    key: str | None = None
+    ts: ev.UtcTime
+    features: msgspec.Raw
+    answered: bool = False
+
+
+_read_record = msgspec.msgpack.Decoder(_RecordIn | ev.SwapToken).decode
+_float_features = msgspec.msgpack.Decoder(dict[str, float | None]).decode
+_any_features = msgspec.msgpack.Decoder(dict[str, ev.Feature]).decode
+
+
+@dataclass(slots=True)
+class _Item:
+    partition: int
+    offset: int
+    value: bytes
+    record: _RecordIn
+
+
+class Engine:
+    """Scores ``records`` into ``predictions`` for one consumer group."""
+
+    def __init__(self, log: Log, settings: Settings | None = None, group: str = "engine") -> None:
+        self.log = log
+        self.settings = settings or log.settings
+        self.group = group
+        for topic in TOPICS:
+            log.create_topic(topic, topic_partitions(topic, self.settings))
+        self.registry = Registry()
+        self.routes = RouteTable()
+        self.models: dict[str, LoadedModel] = {}
+        self.failed: dict[str, str] = {}
+        self._loading: dict[str, Future[LoadedModel]] = {}
+        self._waiting: list[ev.RouteChanged] = []
+        self._retiring: list[Future[None]] = []
+        self._pool = ThreadPoolExecutor(8, thread_name_prefix="eventml-candidate")
+        self._monitors: dict[tuple[str, int], CanaryMonitor] = {}
+        self._bandits: dict[tuple[str, int], BanditState] = {}
+        self._bandit_answers: dict[str, tuple[str, str, ev.Output | None]] = {}
+        self._label_positions: dict[int, int] = {}
+        self._alarms: list[ev.CanaryAlarm] = []
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="eventml-loader")
+        self._stop = threading.Event()
+        self.consumer = log.consumer(group, [RECORDS])
+        self._sync(initial=True)
+
+    # -- models and routes ---------------------------------------------------------------
+
+    def _sync(self, initial: bool = False) -> None:
+        """Fold new ``models`` events; switch routes whose models are ready."""
+        positions = self.consumer.positions()
+        changed = False
+        for event in self.registry.catch_up(self.log):
+            if not isinstance(event, ev.RouteChanged):
+                continue
+            changed = True
+            self.routes.add(event)
+            for ref in spec_of(event).models():
+                self._request(ref)
+            if event.at_token:
+                for p, offset in event.token_offsets.items():
+                    if positions.get((RECORDS, p), 0) > offset:  # restarted past the token
+                        self.routes.pass_token(event.endpoint, p, event.version)
+            else:
+                self._waiting.append(event)
+        for ref in [r for r, f in self._loading.items() if f.done()]:
+            self._model(ref)  # collect finished loads: a model, or a rejection
+        waiting, self._waiting = self._waiting, []
+        for route in waiting:
+            refs = spec_of(route).models()
+            if initial:
+                for ref in refs:
+                    self._model(ref)  # at start, wait: the first batch must use the current route
+            if all(ref in self.models for ref in refs):
+                self.routes.apply(route)
+                changed = True
+            elif not any(ref in self.failed for ref in refs):
+                self._waiting.append(route)
+        if changed:
+            self._retire_unused()
+
+    def _request(self, ref: str) -> None:
+        if ref not in self.models and ref not in self._loading and ref not in self.failed:
+            self._loading[ref] = self._loader.submit(self._load, ref)
+
+    def _load(self, ref: str) -> LoadedModel:
+        name, version = parse_ref(ref)
+        descriptor = self.registry.descriptor_with_payload(self.log, name, cast(int, version))
+        model = load_model(descriptor, self._resolve)
+        smoke_test(model, f"model {ref}")
+        return model
+
+    def _resolve(self, ref: str) -> LoadedModel:
+        """Load a model another one wraps (on the loader thread: loads it directly)."""
+        d = self.registry.resolve(ref)
+        return load_model(
+            self.registry.descriptor_with_payload(self.log, d.name, d.version), self._resolve
+        )
+
+    def _model(self, ref: str) -> LoadedModel | None:
+        """The loaded model, waiting for its load; None if it was rejected."""
+        if ref in self.models:
+            return self.models[ref]
+        if ref in self.failed:
+            return None
+        self._request(ref)
+        future = self._loading.pop(ref)
+        try:
+            model = future.result()
+        except EventmlError as exc:
+            self._reject(ref, str(exc))
+            return None
+        except Exception as exc:  # a plugin's own failure is a rejection, never a crash
+            self._reject(ref, f"{type(exc).__name__}: {exc}")
+            return None
+        self.models[ref] = model
+        return model
+
+    def _reject(self, ref: str, reason: str) -> None:
+        self.failed[ref] = reason
+        name, version = parse_ref(ref)
+        digest = self.registry.resolve(ref).digest
+        if any(r.digest == digest for r in self.registry.rejected):
+            return  # another engine, or an earlier run, already said so
+        event = ev.ModelRejected(
+            name=name, version=version, digest=digest, reason=reason, ts=ev.now()
+        )
+        self.log.append("models", [ev.encode(event)], partition=0)
+
+    def _route(self, endpoint: str, partition: int) -> ev.RouteChanged | None:
+        """The newest route that applies on a partition and whose model loaded."""
+        for route in self.routes.candidates(endpoint, partition):
+            if all(self._model(ref) is not None for ref in spec_of(route).models()):
+                return route
+        return None
+
+    def _retire_unused(self) -> None:
+        """Append final statistics for loaded versions that no route can use any more."""
+        partitions = self.log.topics().get(RECORDS, 1)
+        serving = self.routes.needed(partitions, lambda ref: ref not in self.failed)
+        retired = {(r.name, r.version) for r in self.registry.retired}
+        for ref in [r for r in self.models if r not in serving]:
+            model = self.models.pop(ref)
+            model.close()
+            name, version = parse_ref(ref)
+            if (name, version) not in retired:
+                digest = self.registry.resolve(ref).digest
+                # folding the statistics reads every prediction: off the hot path
+                self._retiring.append(
+                    self._loader.submit(self._append_retired, name, cast(int, version), digest)
+                )
+
+    def _append_retired(self, name: str, version: int, digest: str) -> None:
+        event = StatsView.from_log(self.log).retired(name, version, digest)
+        self.log.append("models", [ev.encode(event)], partition=0)
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Score one micro-batch; returns how many records it held (0 when caught up)."""
+        self._sync()
+        self._learn_rewards()
+        batches = self.consumer.poll(self.settings.batch_max, self.settings.batch_ms / 1000)
+        if not batches:
+            return 0
+        groups: dict[tuple[str, int], list[_Item]] = {}
+        dead: list[ev.DeadLetter] = []
+        count = 0
+        for batch in batches:
+            p = batch.partition
+            keys: dict[str, tuple[str, int]] = {}  # endpoint → (endpoint, route) until a token
+            for offset, value, event in zip(
+                batch.offsets, batch.values, self._decode(batch, dead), strict=True
+            ):
+                if type(event) is _RecordIn:
+                    if event.answered:
+                        continue  # an online request: answered and logged when it came
+                    key = keys.get(event.endpoint)
+                    if key is None:
+                        route = self._route(event.endpoint, p)
+                        key = keys[event.endpoint] = (event.endpoint, route.version if route else 0)
+                    groups.setdefault(key, []).append(_Item(p, offset, value, event))
+                elif isinstance(event, ev.SwapToken):
+                    self._pass_token(event, p, value, offset, dead)
+                    keys.clear()
+            count += len(batch.values)
+        predictions: list[ev.Prediction] = []
+        try:
+            for (endpoint, version), items in groups.items():
+                route = self.routes.routes.get((endpoint, version))
+                predictions.extend(
+                    self._score(route, items, dead) if route else self._no_model(items)
+                )
+            self._commit(batches, predictions, dead)
+        except BaseException:
+            self._rewind(batches)
+            raise
+        return count
+
+    def _rewind(self, batches: list[Any]) -> None:
+        """Nothing of these batches was committed: read them again (where still assigned)."""
+        for batch in batches:
+            # a partition that went to another member raises: that member starts at the commit
+            with contextlib.suppress(EventmlError):
+                self.consumer.seek(batch.topic, batch.partition, batch.offsets[0])
+
+    def _decode(
+        self, batch: Any, dead: list[ev.DeadLetter]
+    ) -> list[_RecordIn | ev.SwapToken | None]:
+        """Every entry of a batch decoded; an undecodable one is a dead letter (and None)."""
+        try:
+            return [_read_record(v) for v in batch.values]
+        except msgspec.DecodeError:
+            pass
+        out: list[_RecordIn | ev.SwapToken | None] = []
+        for offset, value in zip(batch.offsets, batch.values, strict=True):
+            try:
+                out.append(_read_record(value))
+            except msgspec.DecodeError as exc:
+                reason = f"expected a Record or SwapToken, got {exc}"
+                dead.append(self._dead(reason, value, batch.partition, offset))
+                out.append(None)
+        return out
+
+    def _pass_token(
+        self, token: ev.SwapToken, p: int, value: bytes, offset: int, dead: list[ev.DeadLetter]
+    ) -> None:
+        if (token.endpoint, token.route_version) not in self.routes.routes:
+            self._sync()  # the route is on models, written in the same transaction
+        if (token.endpoint, token.route_version) not in self.routes.routes:
+            reason = f"expected a swap token of a deployed route, got route {token.route_version}"
+            dead.append(self._dead(f"{reason} of endpoint {token.endpoint!r}", value, p, offset))
+            return
+        self.routes.pass_token(token.endpoint, p, token.route_version)
+
+    def _score(
+        self, route: ev.RouteChanged, items: list[_Item], dead: list[ev.DeadLetter]
+    ) -> list[ev.Prediction]:
+        spec = spec_of(route)
+        roles = spec.roles()
+        answerers = set(spec.answerers()) | ({spec.champion} if spec.champion else set())
+        models = {ref: cast(LoadedModel, self._model(ref)) for ref in roles}
+        rows = self._rows(items)
+        while True:
+            results = self._run(models, roles, rows)
+            bad = next(
+                (
+                    r
+                    for ref, r in results.items()
+                    if ref in answerers and isinstance(r.error, SchemaMismatch)
+                ),
+                None,
+            )
+            if bad is None:
+                break
+            exc = cast(SchemaMismatch, bad.error)
+            i = exc.row if exc.row is not None and exc.row < len(items) else 0
+            item = items.pop(i)
+            rows.pop(i)
+            reason = f"{exc.message} for model {bad.ref}"
+            dead.append(
+                self._dead(reason, item.value, item.partition, item.offset, item.record.endpoint)
+            )
+            if not items:
+                return []
+        keys = [it.record.key or it.record.id for it in items]
+        ctx = Context(keys=keys, bandit=self._bandit(route, spec), metrics=self._metrics(roles))
+        decisions = decide(spec, results, len(items), ctx)
+        return self._predictions(route, spec, items, results, decisions)
+
+    def _run(
+        self, models: dict[str, LoadedModel], roles: dict[str, ev.Role], rows: list[Any]
+    ) -> dict[str, Result]:
+        """Every model scores the rows, concurrently when there are several."""
+        start = time.perf_counter()
+
+        def one(ref: str) -> Result:
+            t0 = time.perf_counter()
+            try:
+                outputs: list[ev.Output] | None = models[ref].predict_batch(rows)
+                error: BaseException | None = None
+            except Exception as exc:  # a model's own failure: recorded, the stream goes on
+                outputs, error = None, exc
+            t1 = time.perf_counter()
+            return Result(ref, roles[ref], outputs, (t1 - t0) * 1000, (t1 - start) * 1000, error)
+
+        if len(models) == 1:
+            return {ref: one(ref) for ref in models}
+        futures = {ref: self._pool.submit(one, ref) for ref in models}
+        return {ref: f.result() for ref, f in futures.items()}
+
+    def _metrics(self, roles: dict[str, ev.Role]) -> dict[str, dict[str, float]]:
+        return {ref: dict(self.registry.resolve(ref).metrics) for ref in roles}
+
+    def _predictions(
+        self,
+        route: ev.RouteChanged,
+        spec: RouteSpec,
+        items: list[_Item],
+        results: dict[str, Result],
+        decisions: list[Decision],
+    ) -> list[ev.Prediction]:
+        n = len(items)
+        described = {ref: self.registry.resolve(ref) for ref in results}
+        per_record = {ref: round(r.latency_ms / n, 6) for ref, r in results.items()}
+        monitor = self._canary(route, spec)
+        now = ev.now()
+        out: list[ev.Prediction] = []
+        for i, (item, decision) in enumerate(zip(items, decisions, strict=True)):
+            scores = []
+            for ref, r in results.items():
+                d = described[ref]
+                late = (
+                    decision.decided_ms is not None
+                    and r.finished_ms is not None
+                    and r.ok
+                    and r.finished_ms > decision.decided_ms
+                    and ref != decision.ref
+                )
+                status: ev.ScoreStatus = "error" if not r.ok else ("late" if late else "ok")
+                scores.append(
+                    ev.Score(
+                        model=d.name,
+                        version=d.version,
+                        digest=d.digest,
+                        role=r.role,
+                        status=status,
+                        output=r.outputs[i] if r.outputs is not None else None,
+                        latency_ms=per_record[ref],
+                        error=_error_text(r.error),
+                    )
+                )
+            if spec.decoy:
+                scores.append(
+                    ev.Score(model="decoy", version=0, digest="", role="decoy", status="ok")
+                )
+            chosen = described.get(decision.ref) if decision.ref else None
+            if monitor is not None:
+                canary = results.get(monitor.spec.model)
+                alarm = monitor.add(
+                    decision.output, canary.outputs[i] if canary and canary.outputs else None
+                )
+                if alarm is not None:
+                    self._alarms.append(alarm)
+            if spec.decider == "bandit" and decision.ref:
+                self._bandit_answers[item.record.id] = (
+                    route.endpoint,
+                    decision.ref,
+                    decision.output,
+                )
+            rec = item.record
+            out.append(
+                ev.Prediction(
+                    record_id=rec.id,
+                    endpoint=rec.endpoint,
+                    key=rec.key,
+                    ts=rec.ts,
+                    scored_at=now,
+                    source=ev.Source(topic=RECORDS, partition=item.partition, offset=item.offset),
+                    status=decision.status,
+                    model=chosen.name if chosen else None,
+                    version=chosen.version if chosen else None,
+                    digest=chosen.digest if chosen else None,
+                    output=decision.output,
+                    latency_ms=decision.decided_ms
+                    if decision.decided_ms is not None and spec.decider == "first"
+                    else (per_record.get(decision.ref) if decision.ref else None),
+                    policy=spec.decider,
+                    route_version=route.version,
+                    # the record's exact feature bytes: what the models saw, re-encoded by nobody
+                    features=cast(Any, rec.features),
+                    scores=scores,
+                )
+            )
+        return out
+
+    def _canary(self, route: ev.RouteChanged, spec: RouteSpec) -> CanaryMonitor | None:
+        if spec.canary is None:
+            return None
+        key = (route.endpoint, route.version)
+        if key not in self._monitors:
+            self._monitors[key] = CanaryMonitor(route.endpoint, route.version, spec.canary)
+        return self._monitors[key]
+
+    def _bandit(self, route: ev.RouteChanged, spec: RouteSpec) -> BanditState | None:
+        if spec.bandit is None:
+            return None
+        key = (route.endpoint, route.version)
+        if key not in self._bandits:
+            self._bandits[key] = BanditState(spec.bandit)
+        return self._bandits[key]
+
+    def _learn_rewards(self) -> None:
+        """Fold new labels into the bandit posteriors of the answers they label."""
+        if not self._bandits or "labels" not in self.log.topics():
+            return
+        for p, end in enumerate(self.log.end_offsets("labels")):
+            start = self._label_positions.get(p, 0)
+            if start >= end:
+                continue
+            batch = self.log.read("labels", p, start, end)
+            self._label_positions[p] = batch.next_offset
+            for label in ev.decode_many(batch.values, ev.Label):
+                answer = self._bandit_answers.get(label.record_id or "")
+                if answer is None:
+                    continue
+                endpoint, ref, output = answer
+                for (e, _), state in self._bandits.items():
+                    if e == endpoint:
+                        state.reward(ref, state.reward_for(label, output))
+
+    @staticmethod
+    def _rows(items: list[_Item]) -> list[Any]:
+        rows: list[Any] = []
+        floats = True
+        for item in items:
+            raw = item.record.features
+            if floats:
+                try:
+                    rows.append(_float_features(raw))
+                    continue
+                except msgspec.DecodeError:
+                    floats = False
+            rows.append(_any_features(raw))
+        return FloatRows(rows) if floats else rows
+
+    def _no_model(self, items: list[_Item]) -> list[ev.Prediction]:
+        now = ev.now()
+        return [self._prediction(item, now, "no_model", None, None, []) for item in items]
+
+    @staticmethod
+    def _prediction(
+        item: _Item,
+        now: Any,
+        status: Any,
+        route: ev.RouteChanged | None,
+        chosen: ev.Score | None,
+        scores: list[ev.Score],
+    ) -> ev.Prediction:
+        r = item.record
+        return ev.Prediction(
+            record_id=r.id, endpoint=r.endpoint, key=r.key, ts=r.ts, scored_at=now,
+            source=ev.Source(topic=RECORDS, partition=item.partition, offset=item.offset),
+            status=status,
+            model=chosen.model if chosen else None,
+            version=chosen.version if chosen else None,
+            digest=chosen.digest if chosen else None,
+            output=chosen.output if chosen else None,
+            latency_ms=chosen.latency_ms if chosen else None,
+            policy="champion" if route else None,
+            route_version=route.version if route else None,
+            # the record's exact feature bytes: what the model saw, re-encoded by nobody
+            features=cast(Any, r.features),
+            scores=scores,
+        )  # fmt: skip
+
+    @staticmethod
+    def _dead(
+        reason: str, value: bytes, p: int, offset: int, endpoint: str | None = None
+    ) -> ev.DeadLetter:
+        return ev.DeadLetter(
+            reason=f"{reason} (records[{p}]@{offset})", raw=value, endpoint=endpoint,
+            source=ev.Source(topic=RECORDS, partition=p, offset=offset), ts=ev.now(),
+        )  # fmt: skip
+
+    def _commit(
+        self, batches: list[Any], predictions: list[ev.Prediction], dead: list[ev.DeadLetter]
+    ) -> None:
+        values = [ev.encode(p) for p in predictions]
+        keys = [p.key.encode() if p.key else None for p in predictions]
+        with self.log.transaction() as tx:
+            if values:
+                tx.append(PREDICTIONS, values, keys if any(keys) else None)
+            if dead:
+                dead.sort(
+                    key=lambda d: (d.source.partition, d.source.offset) if d.source else (0, 0)
+                )
+                tx.append(DEADLETTER, [ev.encode(d) for d in dead])
+            if self._alarms:  # canary alarms land with the predictions that raised them
+                tx.append("models", [ev.encode(a) for a in self._alarms], partition=0)
+            tx.commit_offsets(
+                self.consumer, {(b.topic, b.partition): b.next_offset for b in batches}
+            )
+        self._alarms.clear()
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self, until_idle: bool = False) -> int:
+        """Score until stopped (or, with ``until_idle``, until caught up); returns records seen."""
+        total = 0
+        busy = 0
+        while not self._stop.is_set():
+            try:
+                n = self.step()
+                busy = 0
+            except GroupBusy:
+                # A rebalance moved partitions mid-batch (Kafka): nothing was committed, poll
+                # again. Several in a row means another member holds the group: give up.
+                busy += 1
+                if busy > 3:
+                    raise
+                continue
+            total += n
+            if n == 0 and until_idle and not self._loading:
+                break
+        return total
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        for future in self._retiring:
+            future.result()  # a retirement's statistics are never dropped
+        self._loader.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True)
+        for model in self.models.values():
+            model.close()
+        self.consumer.close()
+
+
+def _error_text(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    if isinstance(error, EventmlError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"

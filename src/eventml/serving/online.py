@@ -1,0 +1,374 @@
+"""Online requests: the rendezvous per request, answers taken by deadline, everything logged.
+
+:meth:`Rendezvous.predict` scores a record with every model of the endpoint's route at
+once (threads; models release the GIL while they compute) and answers as soon as the
+route's decider can: with ``first``, the moment the schedule allows, and never after
+``sla_ms``. A candidate that finishes after the answer is recorded with status ``late``; one
+that raises as ``error``; one still running ``timeout_ms`` after arrival as ``timeout``. The
+complete prediction event and the record (marked ``answered``, so the stream engine does
+not score it again) go to the sink once every candidate is done: :class:`LogSink` appends
+both in one transaction.
+
+Routes: the newest route of the endpoint whose models are all loaded (loading happens on a
+background thread when a route event arrives; until then the previous route answers). Swap
+tokens are a stream notion: online requests switch as soon as a route is ready.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from eventml import events as ev
+from eventml.errors import EventmlError, NotFound
+from eventml.log import Log
+from eventml.models.base import LoadedModel
+from eventml.models.registry import Registry, load_model, smoke_test
+from eventml.serving.rendezvous import BanditState, Context, Result, decide, first_choice
+from eventml.serving.spec import RouteSpec, spec_of
+
+Sink = Callable[[ev.Record, ev.Prediction], None]
+
+
+@dataclass(slots=True)
+class Answer:
+    """What a caller gets back, before the full prediction event is written."""
+
+    record_id: str
+    endpoint: str
+    status: ev.PredictionStatus
+    model: str | None
+    version: int | None
+    digest: str | None
+    output: ev.Output | None
+    latency_ms: float
+    policy: str
+    route_version: int
+
+
+class LogSink:
+    """Appends each answered request (record, then prediction) in one transaction."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.lock = threading.Lock()
+
+    def __call__(self, record: ev.Record, prediction: ev.Prediction) -> None:
+        with self.lock, self.log.transaction() as tx:
+            landed = tx.append(
+                "records", [ev.encode(record)], [record.key.encode()] if record.key else None
+            )
+            source = ev.Source(
+                topic="records", partition=landed.partitions[0], offset=landed.offsets[0]
+            )
+            tx.append(
+                "predictions", [ev.encode(msgspec.structs.replace(prediction, source=source))]
+            )
+
+
+class Rendezvous:
+    """Answers online requests for every endpoint of a log."""
+
+    def __init__(
+        self, log: Log, sink: Sink | None = None, *, workers: int = 16, timeout_ms: float = 10_000.0
+    ) -> None:
+        self.log = log
+        self.sink = sink or LogSink(log)
+        self.timeout_ms = timeout_ms
+        self.registry = Registry()
+        self.models: dict[str, LoadedModel] = {}
+        self.failed: dict[str, str] = {}
+        self._loading: dict[str, Future[LoadedModel]] = {}
+        self._lock = threading.RLock()
+        self._synced = 0.0
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="eventml-rendezvous")
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="eventml-online-loader")
+        self._bandits: dict[tuple[str, int], BanditState] = {}
+        self._answers: dict[str, tuple[tuple[str, int], str, ev.Output | None]] = {}
+        self._labels_at: dict[int, int] = {}
+        self._specs: dict[tuple[str, int], tuple[RouteSpec, dict[str, ev.Role]]] = {}
+        self._descriptors: dict[str, ev.ModelDescriptor] = {}
+        self.sync(wait=True)
+
+    # -- routes and models ---------------------------------------------------------------
+
+    def sync(self, wait: bool = False) -> None:
+        """Fold new model and route events; start loading what new routes need."""
+        with self._lock:
+            for event in self.registry.catch_up(self.log):
+                if isinstance(event, ev.RouteChanged):
+                    for ref in spec_of(event).models():
+                        self._request(ref)
+            self._synced = time.monotonic()
+            for ref in [r for r, f in self._loading.items() if f.done() or wait]:
+                self._collect(ref)
+
+    def _request(self, ref: str) -> None:
+        if ref not in self.models and ref not in self._loading and ref not in self.failed:
+            self._loading[ref] = self._loader.submit(self._load, ref)
+
+    def _load(self, ref: str) -> LoadedModel:
+        d = self.registry.resolve(ref)
+        model = load_model(
+            self.registry.descriptor_with_payload(self.log, d.name, d.version), self._load
+        )
+        smoke_test(model, f"model {ref}")
+        return model
+
+    def _collect(self, ref: str) -> None:
+        future = self._loading.pop(ref)
+        try:
+            self.models[ref] = future.result()
+        except Exception as exc:  # a model that cannot load is refused, never served
+            self.failed[ref] = (
+                str(exc) if isinstance(exc, EventmlError) else f"{type(exc).__name__}: {exc}"
+            )
+
+    def route(self, endpoint: str) -> ev.RouteChanged | None:
+        """The newest route of ``endpoint`` whose models are all loaded."""
+        if time.monotonic() - self._synced > 0.05:
+            self.sync()
+        with self._lock:
+            for route in reversed(self.registry.routes.get(endpoint, [])):
+                if all(ref in self.models for ref in spec_of(route).models()):
+                    return route
+        return None
+
+    def model(self, ref: str) -> tuple[ev.ModelDescriptor, LoadedModel]:
+        """A model by ``NAME[:VERSION]``, loaded on first use (for calls that pin a version)."""
+        with self._lock:
+            d = self.registry.resolve(ref)
+            pinned = f"{d.name}:{d.version}"
+            self._request(pinned)
+            if pinned in self._loading:
+                self._collect(pinned)
+            if pinned in self.failed:
+                raise NotFound(f"model {pinned} could not be loaded: {self.failed[pinned]}")
+            return d, self.models[pinned]
+
+    # -- answering -----------------------------------------------------------------------
+
+    def predict(self, record: ev.Record) -> Answer:
+        """Answer one record by its endpoint's route (status ``no_model`` if it has none)."""
+        arrival = time.perf_counter()
+        route = self.route(record.endpoint)
+        if route is None:
+            prediction = _prediction(record, "no_model", None, None, None, [], 0.0)
+            self.sink(_answered(record), prediction)
+            return _answer(prediction)
+        spec, roles = self._spec(route)
+        if len(roles) == 1 and spec.decider != "first":
+            # one model and no deadline: score inline, a thread hand-off would only add latency
+            (ref,) = roles
+            done: Future[Result] = Future()
+            done.set_result(self._score_one(ref, roles[ref], record, arrival))
+            futures = {ref: done}
+        else:
+            futures = {
+                ref: self._pool.submit(self._score_one, ref, roles[ref], record, arrival)
+                for ref in roles
+            }
+        results = self._await(spec, futures, arrival)
+        ctx = Context(
+            keys=[record.key or record.id],
+            bandit=self._bandit(route, spec),
+            metrics=self._metrics(roles) if spec.quality_metric else {},
+        )
+
+        decision = decide(spec, results, 1, ctx)[0]
+        answered_ms = (time.perf_counter() - arrival) * 1000
+        chosen = self._descriptor(decision.ref) if decision.ref else None
+        answer = Answer(
+            record_id=record.id, endpoint=record.endpoint, status=decision.status,
+            model=chosen.name if chosen else None, version=chosen.version if chosen else None,
+            digest=chosen.digest if chosen else None, output=decision.output,
+            latency_ms=round(answered_ms, 3), policy=spec.decider, route_version=route.version,
+        )  # fmt: skip
+        if spec.bandit and decision.ref:
+            self._answers[record.id] = (
+                (route.endpoint, route.version),
+                decision.ref,
+                decision.output,
+            )
+        self._finish_later(record, route, spec, futures, results, answer, answered_ms)
+        return answer
+
+    def _score_one(self, ref: str, role: ev.Role, record: ev.Record, arrival: float) -> Result:
+        t0 = time.perf_counter()
+        try:
+            outputs: list[ev.Output] | None = self.models[ref].predict_batch([record.features])
+            error: BaseException | None = None
+        except Exception as exc:  # a model's own failure: the schedule moves on
+            outputs, error = None, exc
+        t1 = time.perf_counter()
+        return Result(ref, role, outputs, (t1 - t0) * 1000, (t1 - arrival) * 1000, error)
+
+    def _await(
+        self, spec: RouteSpec, futures: dict[str, Future[Result]], arrival: float
+    ) -> dict[str, Result]:
+        """The results known when the decider can answer (all of them unless ``first``)."""
+        if spec.decider != "first":
+            return {ref: f.result() for ref, f in futures.items()}
+        sla = float(spec.sla_ms or 0)
+        opens = sorted({s.after_ms for s in spec.schedule if 0 < s.after_ms < sla} | {sla})
+        while True:
+            now_ms = (time.perf_counter() - arrival) * 1000
+            done = {ref: f.result() for ref, f in futures.items() if f.done()}
+            finished = {ref: r.finished_ms for ref, r in done.items() if r.ok}
+            chosen, when = first_choice(spec.schedule, sla, finished)
+            if (chosen is not None and when <= now_ms) or now_ms >= sla:
+                return done
+            pending = [f for f in futures.values() if not f.done()]
+            next_open = next((t for t in opens if t > now_ms), sla)
+            timeout = max((next_open - now_ms) / 1000, 0.0)
+            if pending:
+                wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+            else:
+                time.sleep(timeout)
+
+    def _finish_later(
+        self,
+        record: ev.Record,
+        route: ev.RouteChanged,
+        spec: RouteSpec,
+        futures: dict[str, Future[Result]],
+        known: dict[str, Result],
+        answer: Answer,
+        answered_ms: float,
+    ) -> None:
+        """Write the full prediction once every candidate is done (late ones marked late)."""
+
+        def complete(_: object = None) -> None:
+            if not all(f.done() for f in futures.values()) or not claim():
+                return
+            results = {ref: f.result() for ref, f in futures.items()}
+            scores = [self._score_entry(ref, r, ref in known) for ref, r in results.items()]
+            if spec.decoy:
+                scores.append(
+                    ev.Score(model="decoy", version=0, digest="", role="decoy", status="ok")
+                )
+            prediction = _prediction(
+                record, answer.status, answer, route, spec, scores, answered_ms
+            )
+            self.sink(_answered(record), prediction)
+
+        claimed = threading.Lock()
+        flag: list[bool] = []
+
+        def claim() -> bool:
+            with claimed:
+                if flag:
+                    return False
+                flag.append(True)
+                return True
+
+        for f in futures.values():
+            f.add_done_callback(complete)
+
+    def _spec(self, route: ev.RouteChanged) -> tuple[RouteSpec, dict[str, ev.Role]]:
+        key = (route.endpoint, route.version)
+        found = self._specs.get(key)
+        if found is None:
+            spec = spec_of(route)
+            found = self._specs[key] = (spec, spec.roles())
+        return found
+
+    def _descriptor(self, ref: str) -> ev.ModelDescriptor:
+        found = self._descriptors.get(ref)
+        if found is None:
+            found = self._descriptors[ref] = self.registry.resolve(ref)
+        return found
+
+    def _score_entry(self, ref: str, r: Result, in_time: bool) -> ev.Score:
+        d = self._descriptor(ref)
+        status: ev.ScoreStatus = "error" if not r.ok else ("ok" if in_time else "late")
+        if r.ok and r.finished_ms is not None and r.finished_ms > self.timeout_ms:
+            status = "timeout"
+        error = (
+            None
+            if r.error is None
+            else (
+                str(r.error)
+                if isinstance(r.error, EventmlError)
+                else f"{type(r.error).__name__}: {r.error}"
+            )
+        )
+        return ev.Score(
+            model=d.name, version=d.version, digest=d.digest, role=r.role, status=status,
+            output=r.outputs[0] if r.outputs else None, latency_ms=round(r.latency_ms, 3), error=error,
+        )  # fmt: skip
+
+    def _metrics(self, roles: dict[str, ev.Role]) -> dict[str, dict[str, float]]:
+        return {ref: dict(self.registry.resolve(ref).metrics) for ref in roles}
+
+    def _bandit(self, route: ev.RouteChanged, spec: RouteSpec) -> BanditState | None:
+        if spec.bandit is None:
+            return None
+        key = (route.endpoint, route.version)
+        with self._lock:
+            if key not in self._bandits:
+                self._bandits[key] = BanditState(spec.bandit)
+            self.learn()
+            return self._bandits[key]
+
+    def learn(self) -> None:
+        """Fold new labels into the bandit posteriors of the answers they label."""
+        if "labels" not in self.log.topics():
+            return
+        for p, end in enumerate(self.log.end_offsets("labels")):
+            start = self._labels_at.get(p, 0)
+            if start >= end:
+                continue
+            batch = self.log.read("labels", p, start, end)
+            self._labels_at[p] = batch.next_offset
+            for label in ev.decode_many(batch.values, ev.Label):
+                found = self._answers.pop(label.record_id or "", None)
+                if found is not None:
+                    key, ref, output = found
+                    state = self._bandits.get(key)
+                    if state is not None:
+                        state.reward(ref, state.reward_for(label, output))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._loader.shutdown(wait=True, cancel_futures=True)
+        for model in self.models.values():
+            model.close()
+
+
+def _answered(record: ev.Record) -> ev.Record:
+    return msgspec.structs.replace(record, answered=True)
+
+
+def _prediction(
+    record: ev.Record,
+    status: Any,
+    answer: Answer | None,
+    route: ev.RouteChanged | None,
+    spec: RouteSpec | None,
+    scores: list[ev.Score],
+    answered_ms: float,
+) -> ev.Prediction:
+    return ev.Prediction(
+        record_id=record.id, endpoint=record.endpoint, key=record.key, ts=record.ts,
+        scored_at=ev.now(), status=status,
+        model=answer.model if answer else None, version=answer.version if answer else None,
+        digest=answer.digest if answer else None, output=answer.output if answer else None,
+        latency_ms=round(answered_ms, 3) if answer else None,
+        policy=spec.decider if spec else None, route_version=route.version if route else None,
+        features=record.features, scores=scores,
+    )  # fmt: skip
+
+
+def _answer(p: ev.Prediction) -> Answer:
+    return Answer(
+        record_id=p.record_id, endpoint=p.endpoint, status=p.status, model=p.model,
+        version=p.version, digest=p.digest, output=p.output, latency_ms=p.latency_ms or 0.0,
+        policy=p.policy or "none", route_version=p.route_version or 0,
+    )  # fmt: skip

@@ -1,0 +1,175 @@
+"""The Kafka backend against a real broker: the conformance suite, plus what only Kafka has.
+
+Every test gets an empty cluster namespace: the ``log`` fixture deletes every non-internal
+topic and every consumer group before the test, so the suite's fixed names (``t``,
+``g``, ...) mean the same thing they mean on SQLite.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from eventml.config import Settings
+from eventml.errors import ConfigError, InputError, LogUnavailable
+from eventml.log import Log, open_log
+from eventml.log._kafka import KafkaLog
+from tests.log.conformance import LogConformance
+from tests.log.conftest import Broker, free_port_pair, require_java_and_maven, stop_broker
+
+pytestmark = pytest.mark.kafka
+
+
+def reset(bootstrap: str) -> None:
+    """Delete every consumer group and non-internal topic; wait until they are gone."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    groups = [g.group_id for g in admin.list_consumer_groups(request_timeout=10).result().valid]
+    if groups:
+        for future in admin.delete_consumer_groups(groups, request_timeout=10).values():
+            future.result()
+    topics = [t for t in admin.list_topics(timeout=10).topics if not t.startswith("__")]
+    if topics:
+        for future in admin.delete_topics(topics, request_timeout=10).values():
+            future.result()
+    deadline = time.monotonic() + 30
+    while any(not t.startswith("__") for t in admin.list_topics(timeout=10).topics):
+        assert time.monotonic() < deadline, "topics still listed 30 s after deleting them"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def bootstrap(kafka_broker: Broker) -> str:
+    reset(kafka_broker.bootstrap)
+    return kafka_broker.bootstrap
+
+
+class TestKafkaLog(LogConformance):
+    gapless_offsets = False
+    exclusive_groups = False
+
+    @pytest.fixture
+    def log(self, bootstrap: str) -> Iterator[Log]:
+        with open_log(f"kafka://{bootstrap}", Settings(partitions=1)) as log:
+            yield log
+
+
+def test_missing_java_or_maven_fails_the_broker_fixture(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(pytest.fail.Exception) as failed:
+        require_java_and_maven()
+    assert str(failed.value).startswith(
+        "expected java and mvn on PATH for the Kafka tests (Java 17+ runs the broker, "
+        "Maven 3 fetches its jars; see docs/kafka-broker.md), got none"
+    )
+
+
+def test_url_is_parsed_and_checked() -> None:
+    with pytest.raises(ConfigError, match=r"expected kafka://host:port\[,host:port\], got"):
+        open_log("kafka://nohostport", Settings())
+    with pytest.raises(ConfigError, match="expected the URL option 'timeout', got 'acks'"):
+        open_log("kafka://127.0.0.1:9092?acks=1", Settings())
+
+
+def test_unreachable_broker_is_reported_quickly_with_its_address() -> None:
+    port = free_port_pair()  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(LogUnavailable) as err:
+        open_log(f"kafka://127.0.0.1:{port}?timeout=3", Settings())
+    elapsed = time.monotonic() - started
+    assert str(err.value).startswith(
+        f"expected a Kafka broker at 127.0.0.1:{port}, got no answer within 3 s"
+    )
+    assert err.value.where == f"kafka://127.0.0.1:{port}"
+    assert err.value.status_code == 503
+    assert elapsed < 10  # a bounded failure, not a hang (the URL asks for 3 s)
+
+
+def test_default_timeout_reports_a_closed_port_within_ten_seconds() -> None:
+    port = free_port_pair()
+    started = time.monotonic()
+    with pytest.raises(LogUnavailable, match=f"127.0.0.1:{port}"):
+        open_log(f"kafka://127.0.0.1:{port}", Settings())
+    assert time.monotonic() - started < 10  # opening waits at most 5 s for a first answer
+
+
+def test_topics_are_created_with_log_append_time(bootstrap: str) -> None:
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        ConfigResource,
+        ResourceType,
+    )
+
+    with open_log(f"kafka://{bootstrap}", Settings(partitions=3)) as log:
+        log.create_topic("models", 1)
+        log.append("records", [b"x"])
+        assert log.topics() == {"models": 1, "records": 3}
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resources = [ConfigResource(ResourceType.TOPIC, t) for t in ("models", "records")]
+    configs = {r.name: f.result() for r, f in admin.describe_configs(resources).items()}
+    assert configs["models"]["message.timestamp.type"].value == "LogAppendTime"
+    assert configs["records"]["message.timestamp.type"].value == "LogAppendTime"
+    assert configs["models"]["retention.ms"].value == "-1"
+
+
+def test_a_value_over_the_broker_limit_is_an_input_error(bootstrap: str) -> None:
+    with open_log(f"kafka://{bootstrap}", Settings()) as log:
+        assert isinstance(log, KafkaLog)
+        limit = log.max_message_bytes
+        log.append("models", [b"small"])
+        with pytest.raises(InputError) as err:
+            log.append("models", [b"ok", b"x" * (limit + 1)])
+        assert str(err.value) == (
+            f"expected a value (with its key) of at most {limit - 100} bytes, the broker's "
+            f"message limit of {limit} bytes less record overhead, got {limit + 1} bytes; "
+            "push large model payloads with --location (file:// or s3://) "
+            "(value 1 of an append to topic 'models')"
+        )
+        assert list(log.read("models", 0).values) == [b"small"]  # nothing of the batch landed
+
+
+def test_keyed_partitions_match_kafka_and_survive_reopening(bootstrap: str) -> None:
+    keys = [f"customer-{i}".encode() for i in range(50)]
+    with open_log(f"kafka://{bootstrap}", Settings(partitions=6)) as log:
+        landed = log.append("records", [b"v"] * 50, keys=keys)
+    with open_log(f"kafka://{bootstrap}", Settings()) as log:
+        for key, p, off in zip(keys, landed.partitions, landed.offsets, strict=True):
+            batch = log.read("records", p, off, off + 1)
+            assert list(batch.keys) == [key]
+
+
+def test_broker_restart_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    broker = Broker(free_port_pair(), tmp_path / "restart-broker")
+    broker.run("start")
+    try:
+        url = f"kafka://{broker.bootstrap}?timeout=5"
+        with open_log(url, Settings()) as log:
+            acked = log.append("records", [f"before {i}".encode() for i in range(100)])
+            with log.consumer("g", ["records"]) as c:
+                assert sum(len(b) for b in c.poll(40)) == 40
+                c.commit()
+            broker.run("stop")
+            started = time.monotonic()
+            with pytest.raises(LogUnavailable) as err:
+                log.append("records", [b"while down"])
+            assert time.monotonic() - started < 15
+            assert f"expected the Kafka broker at {broker.bootstrap} to" in str(err.value)
+            with pytest.raises(LogUnavailable, match=broker.bootstrap):
+                log.end_offsets("records")
+            out = broker.run("start", "--keep")
+            assert "kafka ready" in out
+            after = log.append("records", [b"after"])
+        with open_log(url, Settings()) as log:
+            batch = log.read("records", 0)
+            values = list(batch.values)
+            assert values[:100] == [f"before {i}".encode() for i in range(100)]
+            assert list(batch.offsets)[:100] == list(acked.offsets)
+            assert values[-1] == b"after"
+            assert list(batch.offsets)[-1] == after.offsets[0]
+            # The value appended while down may or may not have landed (never acknowledged).
+            assert set(values[100:-1]) <= {b"while down"}
+            assert log.committed("g", "records") == {0: 40}
+    finally:
+        stop_broker(broker)

@@ -1,0 +1,360 @@
+"""Rendezvous and speculative serving, with real models behind latency-injecting wrappers."""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
+from sklearn.tree import DecisionTreeClassifier
+
+from eventml import events as ev
+from eventml.config import Settings
+from eventml.errors import InputError
+from eventml.ingest import SendOptions, send_file
+from eventml.log import Log, open_log
+from eventml.models.registry import Registry, push_model
+from eventml.serving.engine import Engine
+from eventml.serving.online import Rendezvous
+from eventml.serving.routes import deploy, rollback
+from eventml.serving.spec import BanditSpec, CanarySpec, RouteSpec, Step, parse_spec
+
+WINE = Path(__file__).parents[3] / "shared" / "data" / "wine"
+LR = WINE / "models" / "winequalityLinearRegression.pmml"
+TREE = WINE / "models" / "winequalityDesisionTreeRegression.pmml"
+NAMES = ("fixed acidity", "volatile acidity", "citric acid", "residual sugar", "chlorides",
+         "free sulfur dioxide", "total sulfur dioxide", "density", "pH", "sulphates", "alcohol")  # fmt: skip
+SLACK_MS = 30.0  # scheduling noise on a shared 2-core machine
+
+
+def wine_rows() -> list[dict[str, ev.Feature]]:
+    lines = (WINE / "winequality_red.csv").read_text().split("\n")
+    return [dict(zip(NAMES, map(float, line.split(";")[:11]), strict=True)) for line in lines]
+
+
+def record(i: int, features: dict[str, ev.Feature], key: str | None = None) -> ev.Record:
+    return ev.Record(id=f"r{i}", endpoint="wine", key=key, ts=ev.now(), features=features)
+
+
+@pytest.fixture
+def log(monkeypatch: pytest.MonkeyPatch) -> Iterator[Log]:
+    monkeypatch.setenv("EVENTML_TESTING", "1")
+    with open_log("memory://", Settings()) as log:
+        push_model(log, LR, "base")
+        yield log
+
+
+def push_latency(log: Log, tmp: Path, name: str, latency_ms: float, fail: bool = False) -> None:
+    spec = tmp / f"{name}.json"
+    body = {
+        "wraps": "base:1",
+        "latency_ms": latency_ms,
+        "jitter_ms": 0,
+        **({"fail_after": 1} if fail else {}),
+    }
+    spec.write_text(json.dumps(body))
+    push_model(log, spec, name, format="test-latency")
+
+
+SCHEDULE = [Step(model="m3"), Step(model="m2", after_ms=50), Step(model="m1", after_ms=100)]
+
+
+def schedule_run(
+    log: Log, tmp: Path, m3: float, m2: float, m1: float, n: int = 100
+) -> list[tuple[str | None, str, float]]:
+    for name, ms in (("m3", m3), ("m2", m2), ("m1", m1)):
+        push_latency(log, tmp, name, ms)
+    deploy(
+        log,
+        "wine",
+        spec=RouteSpec(schedule=SCHEDULE, sla_ms=120, decider="first", default={"value": -1.0}),
+    )
+    written: list[ev.Prediction] = []
+    rdv = Rendezvous(log, sink=lambda r, p: written.append(p))
+    rows = wine_rows()
+    answers: list[tuple[str | None, str, float]] = []
+    for i in range(n):
+        a = rdv.predict(record(i, rows[i]))
+        answers.append((a.model, a.status, a.latency_ms))
+    rdv.close()  # waits for every candidate: late ones are written too
+    assert len(written) == n
+    assert all(sorted(s.model for s in p.scores) == ["m1", "m2", "m3"] for p in written)
+    return answers
+
+
+def test_deadline_schedule_answers_from_m2_within_the_sla(log: Log, tmp_path: Path) -> None:
+    answers = schedule_run(log, tmp_path, m3=80, m2=30, m1=5)
+    assert [m for m, _, _ in answers] == ["m2"] * 100
+    assert all(s == "ok" for _, s, _ in answers)
+    assert max(t for _, _, t in answers) <= 120 + SLACK_MS
+    assert statistics.median(t for _, _, t in answers) >= 50  # m2's step opens at 50 ms
+
+
+def test_fast_m3_answers_everything(log: Log, tmp_path: Path) -> None:
+    answers = schedule_run(log, tmp_path, m3=20, m2=30, m1=5, n=50)
+    assert {m for m, _, _ in answers} == {"m3"}
+    assert max(t for _, _, t in answers) < 50
+
+
+def test_slow_m2_and_m3_leave_m1_at_100_ms(log: Log, tmp_path: Path) -> None:
+    answers = schedule_run(log, tmp_path, m3=200, m2=200, m1=5, n=30)
+    assert {m for m, _, _ in answers} == {"m1"}
+    assert all(100 <= t <= 100 + SLACK_MS for _, _, t in answers)
+
+
+def test_every_model_too_slow_answers_at_the_sla_not_later(log: Log, tmp_path: Path) -> None:
+    for name in ("m1", "m2", "m3"):
+        push_latency(log, tmp_path, name, 300)
+    deploy(
+        log,
+        "wine",
+        spec=RouteSpec(schedule=SCHEDULE, sla_ms=120, decider="first", default={"value": -1.0}),
+    )
+    written: list[ev.Prediction] = []
+    rdv = Rendezvous(log, sink=lambda r, p: written.append(p))
+    rows = wine_rows()
+    answers = [rdv.predict(record(i, rows[i])) for i in range(10)]
+    rdv.close()
+    assert {(a.status, a.model, json.dumps(a.output)) for a in answers} == {
+        ("not_processed", None, '{"value": -1.0}')
+    }
+    assert all(120 <= a.latency_ms <= 120 + SLACK_MS for a in answers)
+    assert all({s.status for s in p.scores} == {"late"} for p in written)
+
+
+def test_a_failing_model_is_an_error_and_the_schedule_moves_on(log: Log, tmp_path: Path) -> None:
+    push_latency(log, tmp_path, "m3", 1, fail=True)
+    push_latency(log, tmp_path, "m2", 10)
+    push_latency(log, tmp_path, "m1", 1)
+    deploy(log, "wine", spec=RouteSpec(schedule=SCHEDULE, sla_ms=120, decider="first"))
+    written: list[ev.Prediction] = []
+    rdv = Rendezvous(log, sink=lambda r, p: written.append(p))
+    a = rdv.predict(record(0, wine_rows()[0]))
+    rdv.close()
+    assert a.model == "m2"
+    statuses = {s.model: (s.status, s.error) for s in written[0].scores}
+    assert statuses["m3"] == ("error", "RuntimeError: injected failure after 1 ms")
+    assert statuses["m2"][0] == "ok"
+
+
+def classifiers(tmp: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, 3))
+    y = np.where(x[:, 0] + 0.5 * x[:, 1] > 0.3, "yes", np.where(x[:, 2] > 0.5, "maybe", "no"))
+    models = {
+        "lr": LogisticRegression(max_iter=500),
+        "tree": DecisionTreeClassifier(max_depth=3, random_state=0),
+        "nb": GaussianNB(),
+    }
+    paths = {}
+    for name, model in models.items():
+        model.fit(x, y)
+        paths[name] = tmp / f"{name}.skops"
+        sio.dump(model, paths[name])
+    return paths
+
+
+def stream_three_classifiers(tmp: Path, spec: RouteSpec) -> list[ev.Prediction]:
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(300, 3)) * 1.5
+    data = tmp / "x.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"a": float(r[0]), "b": float(r[1]), "c": float(r[2])}) + "\n" for r in x
+        )
+    )
+    with open_log(str(tmp / "log"), Settings(batch_max=64)) as log:
+        for name, path in classifiers(tmp).items():
+            push_model(log, path, name, features=("a", "b", "c"))
+        deploy(log, "e", spec=spec)
+        send_file(log, data, SendOptions(endpoint="e"))
+        engine = Engine(log, log.settings)
+        engine.run(until_idle=True)
+        engine.close()
+        preds = [ev.decode(v) for b in log.read_all("predictions") for v in b.values]
+    assert len(preds) == 300
+    return preds
+
+
+def test_consensus_over_three_classifiers(tmp_path: Path) -> None:
+    spec = RouteSpec(champion="lr", challengers=["tree", "nb"], decider="consensus")
+    preds = stream_three_classifiers(tmp_path, spec)
+    outcomes: Counter[str] = Counter()
+    for p in preds:
+        labels = {s.model: s.output["label"] for s in p.scores if s.output}
+        counts = Counter(labels.values())
+        label, votes = counts.most_common(1)[0]
+        if votes >= 2:
+            winner = next(m for m in ("lr", "tree", "nb") if labels[m] == label)
+            assert (p.status, p.model, p.output) == (
+                "ok",
+                winner,
+                next(s.output for s in p.scores if s.model == winner),
+            )
+            outcomes["agreed"] += 1
+        else:
+            assert (p.status, p.model, p.output) == ("no_consensus", None, None)
+            outcomes["no_consensus"] += 1
+    assert outcomes["agreed"] > 0
+    assert outcomes["no_consensus"] > 0
+    assert {p.policy for p in preds} == {"consensus"}
+
+
+def test_quality_picks_the_most_confident(tmp_path: Path) -> None:
+    spec = RouteSpec(champion="lr", challengers=["tree", "nb"], decider="quality")
+    preds = stream_three_classifiers(tmp_path, spec)
+    for p in preds:
+        conf = {s.model: s.output["probabilities"][s.output["label"]] for s in p.scores if s.output}
+        best = max(conf.values())
+        winner = next(m for m in ("lr", "tree", "nb") if conf[m] == best)  # ties: first listed
+        assert (p.status, p.model) == ("ok", winner)
+
+
+def test_split_ten_percent_is_sticky_by_key(log: Log, tmp_path: Path) -> None:
+    push_model(log, TREE, "tree")
+    deploy(
+        log,
+        "wine",
+        spec=RouteSpec(
+            champion="base", split={"base": 90, "tree": 10}, split_seed=7, decider="split"
+        ),
+    )
+    rdv = Rendezvous(log, sink=lambda r, p: None)
+    row = wine_rows()[0]
+    arms = {f"k{i}": rdv.predict(record(i, row, key=f"k{i}")).model for i in range(1000)}
+    again = {f"k{i}": rdv.predict(record(i, row, key=f"k{i}")).model for i in range(0, 1000, 7)}
+    rdv.close()
+    share = sum(a == "tree" for a in arms.values()) / 1000
+    assert 0.07 <= share <= 0.13
+    assert all(arms[k] == a for k, a in again.items())
+
+
+def test_thompson_sampling_finds_the_better_arm(log: Log, tmp_path: Path) -> None:
+    push_model(log, TREE, "tree")
+    deploy(
+        log,
+        "wine",
+        spec=RouteSpec(
+            decider="bandit", bandit=BanditSpec(arms=["base", "tree"], reward="label", seed=3)
+        ),
+    )
+    rdv = Rendezvous(log, sink=lambda r, p: None)
+    row = wine_rows()[0]
+    rewards = random.Random(11)
+    chosen = []
+    for i in range(2000):
+        answer = rdv.predict(record(i, row))
+        chosen.append(answer.model)
+        p = 0.55 if answer.model == "base" else 0.45
+        label = ev.Label(record_id=f"r{i}", value=1 if rewards.random() < p else 0, ts=ev.now())
+        log.append("labels", [ev.encode(label)])
+    rdv.close()
+    assert chosen[-500:].count("base") >= 400
+
+
+def test_canary_alarm_fires_on_shift_and_stays_quiet_without(tmp_path: Path) -> None:
+    rows = wine_rows()
+
+    def run(shift: float) -> list[ev.CanaryAlarm]:
+        data = tmp_path / f"shift{shift}.jsonl"
+        data.write_text(
+            "".join(
+                json.dumps({**r, "alcohol": cast(float, r["alcohol"]) + shift}) + "\n" for r in rows[:600]
+            )
+        )
+        with open_log(str(tmp_path / f"log{shift}"), Settings(batch_max=100)) as log:
+            push_model(log, LR, "lr")
+            push_model(log, TREE, "tree")
+            deploy(
+                log,
+                "wine",
+                spec=RouteSpec(
+                    champion="lr", canary=CanarySpec(model="tree", window=200, threshold=0.5)
+                ),
+            )
+            send_file(log, data, SendOptions(endpoint="wine"))
+            engine = Engine(log, log.settings)
+            engine.run(until_idle=True)
+            engine.close()
+            return [
+                e
+                for b in log.read_all("models")
+                for e in map(ev.decode, b.values)
+                if isinstance(e, ev.CanaryAlarm)
+            ]
+
+    assert run(0.0) == []
+    alarms = run(6.0)
+    assert [(a.state, a.canary, a.window, a.threshold) for a in alarms] == [
+        ("alarm", "tree:1", 200, 0.5)
+    ]
+    assert alarms[0].delta > 0.5
+    assert alarms[0].delta == pytest.approx(abs(alarms[0].answer_mean - alarms[0].canary_mean))
+
+
+def test_shadow_and_decoy_are_recorded_never_returned(log: Log) -> None:
+    push_model(log, TREE, "tree")
+    deploy(log, "wine", spec=RouteSpec(champion="base", shadow=["tree"], decoy=True))
+    written: list[ev.Prediction] = []
+    rdv = Rendezvous(log, sink=lambda r, p: written.append(p))
+    a = rdv.predict(record(0, wine_rows()[0]))
+    rdv.close()
+    assert a.model == "base"
+    assert [(s.model, s.role, s.status) for s in written[0].scores] == [
+        ("base", "champion", "ok"),
+        ("tree", "shadow", "ok"),
+        ("decoy", "decoy", "ok"),
+    ]
+    assert written[0].scores[1].output is not None
+
+
+def test_route_specs_are_validated_and_rollback_restores(log: Log) -> None:
+    with pytest.raises(InputError, match="expected a schedule and sla_ms for decider 'first'"):
+        parse_spec('{"decider": "first"}')
+    with pytest.raises(
+        InputError, match="expected a route spec, got Object contains unknown field `champ`"
+    ):
+        parse_spec('{"champ": "x"}')
+    push_model(log, TREE, "tree")
+    deploy(log, "wine", "base")
+    deploy(log, "wine", spec=RouteSpec(champion="tree", shadow=["base"]))
+    back = rollback(log, "wine")
+    assert (back.version, back.champion, back.spec, back.reason) == (
+        3,
+        "base:1",
+        {},
+        "rollback to route 1",
+    )
+    routes = Registry.from_log(log).routes["wine"]
+    assert [r.champion for r in routes] == ["base:1", "tree:1", "base:1"]
+    assert routes[1].spec == {"champion": "tree:1", "shadow": ["base:1"]}
+
+
+def test_online_requests_are_logged_and_not_scored_again(tmp_path: Path) -> None:
+    with open_log(str(tmp_path), Settings()) as log:
+        push_model(log, LR, "lr")
+        deploy(log, "wine", "lr")
+        rdv = Rendezvous(log)
+        answer = rdv.predict(record(0, wine_rows()[0]))
+        rdv.close()
+        engine = Engine(log, log.settings)
+        assert engine.run(until_idle=True) == 1
+        engine.close()
+        preds = [ev.decode(v) for b in log.read_all("predictions") for v in b.values]
+        recs = [ev.decode(v) for b in log.read_all("records") for v in b.values]
+    assert answer.output == {"value": 5.178126058334128}
+    assert [(r.id, r.answered) for r in recs] == [("r0", True)]
+    assert len(preds) == 1
+    assert preds[0].source == ev.Source(topic="records", partition=0, offset=0)
+    assert (preds[0].model, preds[0].output) == ("lr", answer.output)
+    time.sleep(0)
