@@ -30,7 +30,6 @@ from eventml.models.registry import push_model
 from eventml.serving.online import Rendezvous
 from eventml.serving.routes import deploy
 from eventml.serving.spec import RouteSpec, Step
-
 from stream import train  # bench/stream.py: the same churn model
 
 
@@ -46,9 +45,15 @@ def main() -> None:
         push_model(log, model_path, "churn")
         deploy(log, "churn", "churn")
         x, _ = churn_customers(args.requests, seed=3)
-        rows = [dict(zip(FEATURES, r, strict=True)) for r in np.column_stack([x[f] for f in FEATURES]).tolist()]
+        rows = [
+            dict(zip(FEATURES, r, strict=True))
+            for r in np.column_stack([x[f] for f in FEATURES]).tolist()
+        ]
         now = ev.now()
-        records = [ev.Record(id=f"r{i}", endpoint="churn", ts=now, features=row) for i, row in enumerate(rows)]
+        records = [
+            ev.Record(id=f"r{i}", endpoint="churn", ts=now, features=row)
+            for i, row in enumerate(rows)
+        ]
         rdv = Rendezvous(log, sink=lambda r, p: None)
         _, model = rdv.model("churn:1")
         direct, routed = [], []
@@ -64,16 +69,24 @@ def main() -> None:
             direct.append((t1 - t0) / 1000)
             routed.append((t2 - t1) / 1000)
         d, r = statistics.median(direct), statistics.median(routed)
-        print(f"requests: {args.requests:,}, one ONNX model (HGB-100, 20 features), in-process, logging off")
+        print(
+            f"requests: {args.requests:,}, one ONNX model (HGB-100, 20 features), in-process, logging off"
+        )
         print(f"  champion called directly: median {d:8.1f} µs")
-        print(f"  through the rendezvous:   median {r:8.1f} µs   overhead {r - d:6.1f} µs (goal ≤ 50)")
+        print(
+            f"  through the rendezvous:   median {r:8.1f} µs   overhead {r - d:6.1f} µs (goal ≤ 50)"
+        )
 
         for name in ("m1", "m2", "m3"):
             spec = Path(tmp) / f"{name}.json"
             spec.write_text(json.dumps({"wraps": "churn:1", "latency_ms": 200}))
             push_model(log, spec, name, format="test-latency")
         schedule = [Step(model="m3"), Step(model="m2", after_ms=20), Step(model="m1", after_ms=40)]
-        deploy(log, "churn", spec=RouteSpec(schedule=schedule, sla_ms=50, decider="first", default={"label": "0"}))
+        deploy(
+            log,
+            "churn",
+            spec=RouteSpec(schedule=schedule, sla_ms=50, decider="first", default={"label": "0"}),
+        )
         rdv.sync(wait=True)
         late = []
         for rec in records[: args.deadline_requests]:
@@ -83,7 +96,9 @@ def main() -> None:
         rdv.close()
         p99 = float(np.percentile(late, 99))
         print(f"deadline: {args.deadline_requests} requests, every model 200 ms, SLA 50 ms")
-        print(f"  answer time − SLA: median {statistics.median(late):.2f} ms, p99 {p99:.2f} ms (goal ≤ 5)")
+        print(
+            f"  answer time − SLA: median {statistics.median(late):.2f} ms, p99 {p99:.2f} ms (goal ≤ 5)"
+        )
 
 
 if __name__ == "__main__":

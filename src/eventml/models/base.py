@@ -39,6 +39,7 @@ import numpy as np
 
 from eventml import events as ev
 from eventml.errors import SchemaMismatch, expected_got
+from eventml.models._rows import EncodedRows
 
 Kind = Literal["regression", "classification", "other"]
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
@@ -157,6 +158,10 @@ class FeatureMatrix:
         typed decoder guarantees, and takes a path about three times faster; without the
         promise every value's type is checked.
         """
+        if isinstance(rows, EncodedRows):
+            encoded = rows.matrix(self.names, key=normalize)
+            if encoded is not None:
+                return encoded.astype(dtype, copy=False)
         if (floats or isinstance(rows, FloatRows)) and rows:
             fast = self._fast(rows)
             if fast is not None:

@@ -32,7 +32,8 @@ from eventml import events as ev
 from eventml.config import TOPICS, Settings, topic_partitions
 from eventml.errors import EventmlError, GroupBusy, SchemaMismatch
 from eventml.log import Log
-from eventml.models.base import FloatRows, LoadedModel
+from eventml.models._rows import EncodedRows
+from eventml.models.base import LoadedModel
 from eventml.models.registry import Registry, load_model, parse_ref, smoke_test
 from eventml.serving.canary import CanaryMonitor
 from eventml.serving.rendezvous import BanditState, Context, Decision, Result, decide
@@ -56,8 +57,6 @@ class _RecordIn(msgspec.Struct, frozen=True, kw_only=True, tag="Record", gc=Fals
 
 
 _read_record = msgspec.msgpack.Decoder(_RecordIn | ev.SwapToken).decode
-_float_features = msgspec.msgpack.Decoder(dict[str, float | None]).decode
-_any_features = msgspec.msgpack.Decoder(dict[str, ev.Feature]).decode
 
 
 @dataclass(slots=True)
@@ -353,77 +352,76 @@ class Engine:
     ) -> list[ev.Prediction]:
         n = len(items)
         described = {ref: self.registry.resolve(ref) for ref in results}
-        per_record = {ref: round(r.latency_ms / n, 6) for ref, r in results.items()}
-        monitor = self._canary(route, spec)
+        decided = decisions[0].decided_ms if spec.decider == "first" and decisions else None
+        # one column of scores per candidate (frozen structs: an error entry is shared by all rows)
+        columns: list[list[ev.Score]] = []
+        for ref, r in results.items():
+            d, latency = described[ref], round(r.latency_ms / n, 6)
+            if r.outputs is None:
+                failed = ev.Score(
+                    model=d.name, version=d.version, digest=d.digest, role=r.role, status="error",
+                    latency_ms=latency, error=_error_text(r.error),
+                )  # fmt: skip
+                columns.append([failed] * n)
+                continue
+            late = decided is not None and r.finished_ms is not None and r.finished_ms > decided
+            statuses: list[ev.ScoreStatus] = [
+                "late" if late and dec.ref != ref else "ok" for dec in decisions
+            ]
+            columns.append([
+                ev.Score(model=d.name, version=d.version, digest=d.digest, role=r.role, status=st,
+                         output=o, latency_ms=latency)
+                for o, st in zip(r.outputs, statuses, strict=True)
+            ])  # fmt: skip
+        if spec.decoy:
+            columns.append(
+                [ev.Score(model="decoy", version=0, digest="", role="decoy", status="ok")] * n
+            )
+        self._watch(route, spec, results, decisions, items)
+        latency_of = {ref: round(r.latency_ms / n, 6) for ref, r in results.items()}
         now = ev.now()
         out: list[ev.Prediction] = []
-        for i, (item, decision) in enumerate(zip(items, decisions, strict=True)):
-            scores = []
-            for ref, r in results.items():
-                d = described[ref]
-                late = (
-                    decision.decided_ms is not None
-                    and r.finished_ms is not None
-                    and r.ok
-                    and r.finished_ms > decision.decided_ms
-                    and ref != decision.ref
-                )
-                status: ev.ScoreStatus = "error" if not r.ok else ("late" if late else "ok")
-                scores.append(
-                    ev.Score(
-                        model=d.name,
-                        version=d.version,
-                        digest=d.digest,
-                        role=r.role,
-                        status=status,
-                        output=r.outputs[i] if r.outputs is not None else None,
-                        latency_ms=per_record[ref],
-                        error=_error_text(r.error),
-                    )
-                )
-            if spec.decoy:
-                scores.append(
-                    ev.Score(model="decoy", version=0, digest="", role="decoy", status="ok")
-                )
-            chosen = described.get(decision.ref) if decision.ref else None
-            if monitor is not None:
-                canary = results.get(monitor.spec.model)
-                alarm = monitor.add(
-                    decision.output, canary.outputs[i] if canary and canary.outputs else None
-                )
-                if alarm is not None:
-                    self._alarms.append(alarm)
-            if spec.decider == "bandit" and decision.ref:
-                self._bandit_answers[item.record.id] = (
-                    route.endpoint,
-                    decision.ref,
-                    decision.output,
-                )
+        for item, dec, scores in zip(items, decisions, zip(*columns, strict=True), strict=True):
             rec = item.record
+            chosen = described.get(dec.ref) if dec.ref else None
             out.append(
                 ev.Prediction(
-                    record_id=rec.id,
-                    endpoint=rec.endpoint,
-                    key=rec.key,
-                    ts=rec.ts,
-                    scored_at=now,
+                    record_id=rec.id, endpoint=rec.endpoint, key=rec.key, ts=rec.ts, scored_at=now,
                     source=ev.Source(topic=RECORDS, partition=item.partition, offset=item.offset),
-                    status=decision.status,
+                    status=dec.status,
                     model=chosen.name if chosen else None,
                     version=chosen.version if chosen else None,
                     digest=chosen.digest if chosen else None,
-                    output=decision.output,
-                    latency_ms=decision.decided_ms
-                    if decision.decided_ms is not None and spec.decider == "first"
-                    else (per_record.get(decision.ref) if decision.ref else None),
-                    policy=spec.decider,
-                    route_version=route.version,
+                    output=dec.output,
+                    latency_ms=decided if decided is not None else (latency_of[dec.ref] if dec.ref else None),
+                    policy=spec.decider, route_version=route.version,
                     # the record's exact feature bytes: what the models saw, re-encoded by nobody
-                    features=cast(Any, rec.features),
-                    scores=scores,
+                    features=cast(Any, rec.features), scores=list(scores),
                 )
-            )
+            )  # fmt: skip
         return out
+
+    def _watch(
+        self,
+        route: ev.RouteChanged,
+        spec: RouteSpec,
+        results: dict[str, Result],
+        decisions: list[Decision],
+        items: list[_Item],
+    ) -> None:
+        """Canary windows and bandit answers, for routes that have them."""
+        monitor = self._canary(route, spec)
+        if monitor is not None:
+            canary = results.get(monitor.spec.model)
+            outputs = canary.outputs if canary else None
+            for i, dec in enumerate(decisions):
+                alarm = monitor.add(dec.output, outputs[i] if outputs else None)
+                if alarm is not None:
+                    self._alarms.append(alarm)
+        if spec.decider == "bandit":
+            for item, dec in zip(items, decisions, strict=True):
+                if dec.ref:
+                    self._bandit_answers[item.record.id] = (route.endpoint, dec.ref, dec.output)
 
     def _canary(self, route: ev.RouteChanged, spec: RouteSpec) -> CanaryMonitor | None:
         if spec.canary is None:
@@ -461,19 +459,9 @@ class Engine:
                         state.reward(ref, state.reward_for(label, output))
 
     @staticmethod
-    def _rows(items: list[_Item]) -> list[Any]:
-        rows: list[Any] = []
-        floats = True
-        for item in items:
-            raw = item.record.features
-            if floats:
-                try:
-                    rows.append(_float_features(raw))
-                    continue
-                except msgspec.DecodeError:
-                    floats = False
-            rows.append(_any_features(raw))
-        return FloatRows(rows) if floats else rows
+    def _rows(items: list[_Item]) -> Any:
+        """The records' features, decoded only where a model reads a row (see EncodedRows)."""
+        return EncodedRows([item.record.features for item in items])
 
     def _no_model(self, items: list[_Item]) -> list[ev.Prediction]:
         now = ev.now()
