@@ -269,7 +269,8 @@ def test_canary_alarm_fires_on_shift_and_stays_quiet_without(tmp_path: Path) -> 
         data = tmp_path / f"shift{shift}.jsonl"
         data.write_text(
             "".join(
-                json.dumps({**r, "alcohol": cast(float, r["alcohol"]) + shift}) + "\n" for r in rows[:600]
+                json.dumps({**r, "alcohol": cast(float, r["alcohol"]) + shift}) + "\n"
+                for r in rows[:600]
             )
         )
         with open_log(str(tmp_path / f"log{shift}"), Settings(batch_max=100)) as log:
