@@ -21,9 +21,15 @@ $(VENV)/.runtime: $(BIN)/uv requirements/runtime.txt pyproject.toml
 $(VENV)/.test: $(BIN)/uv requirements/test.txt pyproject.toml
 	$(UV) -r requirements/test.txt
 	$(UV) --no-deps -e .
-	touch $@ $(VENV)/.runtime
+	touch $@ $(VENV)/.runtime $(VENV)/.demo
 
-demo: $(VENV)/.runtime
+# The demo trains models, so it installs the sklearn extra (locked in requirements/demo.txt).
+$(VENV)/.demo: $(BIN)/uv requirements/demo.txt pyproject.toml
+	$(UV) -r requirements/demo.txt
+	$(UV) --no-deps -e .
+	touch $@
+
+demo: $(VENV)/.demo
 	$(BIN)/eventml demo --data ./eventml-demo
 
 lint: $(VENV)/.test
@@ -38,12 +44,23 @@ unit: $(VENV)/.test
 
 test: lint typecheck unit
 
+# Benchmarks print figures next to their anchors (README table); run from the repository
+# root as modules, so that bench/http.py never shadows the standard library's http.
 bench: $(VENV)/.test
-	$(BIN)/python bench/log.py
+	$(BIN)/python -m bench.log
+	$(BIN)/python -m bench.onnx_plugin
+	$(BIN)/python -m bench.pmml
+	$(BIN)/python -m bench.stream
+	$(BIN)/python -m bench.rendezvous
+	$(BIN)/python -m bench.replay
+	$(BIN)/python -m bench.view
+	$(BIN)/python -m bench.kafka
+	$(BIN)/python -m bench.http
 
 # Re-resolve the lock files after changing dependencies in pyproject.toml.
 lock: $(BIN)/uv
 	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 pyproject.toml -o requirements/runtime.txt
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 pyproject.toml --extra sklearn -o requirements/demo.txt
 	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 pyproject.toml --extra test -o requirements/test.txt
 
 clean:

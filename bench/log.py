@@ -5,7 +5,7 @@ table of a WAL database, batches of 1,000, one transaction per batch. eventml's 
 does the same through the log contract (offsets, timestamps, partitions); its read goes
 through ``Log.read`` in chunks of 10,000. Each figure is the median of ``--runs`` runs.
 
-    python bench/log.py [--events 200000] [--runs 5]
+    python -m bench.log [--events 200000] [--runs 5]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The model is the 50-tree random forest fixture (sklearn2pmml, 6 classes, depth 6
 input is 10,000 rows drawn from its wine inputs. Both engines are warmed up on the whole batch
 first; figures are medians of several runs. The last line checks both engines agree::
 
-    .venv/bin/python bench/pmml.py [--rows 10000] [--repeat 5]
+    .venv/bin/python -m bench.pmml [--rows 10000] [--repeat 5]
 
 pypmml needs Java and is not a dependency; install it only to run this comparison
 (``uv pip install pypmml``). Without it the script prints eventml's figures alone.

@@ -7,7 +7,7 @@
 2. Deadline precision: three latency-injected models all slower than the SLA (200 ms vs
    50 ms) under the ``first`` decider; p99 of (answer time − SLA) over the requests.
 
-    EVENTML_TESTING=1 python bench/rendezvous.py [--requests 3000]
+    python -m bench.rendezvous [--requests 3000]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.stream import train  # the same churn model
 from eventml import events as ev
 from eventml.config import Settings
 from eventml.demo import FEATURES, churn_customers
@@ -30,7 +31,6 @@ from eventml.models.registry import push_model
 from eventml.serving.online import Rendezvous
 from eventml.serving.routes import deploy
 from eventml.serving.spec import RouteSpec, Step
-from stream import train  # bench/stream.py: the same churn model
 
 
 def main() -> None:

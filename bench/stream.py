@@ -14,7 +14,7 @@ Model: HistGradientBoostingClassifier(max_iter=100) on 20 numeric churn features
    rate; halfway, a new model version is deployed. Record latency = prediction append time
    minus record append time; p99 in steady state vs the two seconds after the deploy.
 
-    python bench/stream.py [--records 1000000] [--runs 3] [--swap-seconds 10]
+    python -m bench.stream [--records 1000000] [--runs 3] [--swap-seconds 10]
 """
 
 from __future__ import annotations

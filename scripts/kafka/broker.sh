@@ -226,7 +226,14 @@ fresh_dir() {
 
 cluster_id() {
     # Kafka cluster ids are 16 random bytes, base64url without padding (22 chars).
-    head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+    # One in 64 starts with '-', which the storage tool's argument parser takes for an
+    # option ("--cluster-id: expected one argument"): draw again.
+    local id
+    while :; do
+        id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+        [ "${id:0:1}" != "-" ] && break
+    done
+    printf '%s' "$id"
 }
 
 # A directory that a previous start formatted (and whose config is still there).

@@ -447,10 +447,12 @@ def run(
     threads: Annotated[int | None, typer.Option(help="Intra-op threads per model.")] = None,
 ) -> None:
     """Run the stream engine: score records into prediction events, exactly once."""
+    import logging
     import signal
 
     from eventml.serving.engine import Engine
 
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
     settings = Settings.from_env(log=data, batch_max=batch_max, batch_ms=batch_ms, threads=threads)
     with open_log(data, settings) as log:
         engine = Engine(log, settings, group=group)
@@ -517,6 +519,16 @@ def demo(data: DataOpt = None) -> None:
     from eventml.demo import run_demo
 
     run_demo(data or "./eventml-demo", out)
+
+
+def _register_commands() -> None:
+    """Commands that live beside the code they drive (learning loop)."""
+    from eventml.learning.cli import register as register_learning
+
+    register_learning(app)
+
+
+_register_commands()
 
 
 def main() -> None:

@@ -1,4 +1,12 @@
-"""The demo: synthetic churn customers sent through the embedded log, then the log inspected.
+"""The demo: the churn story end to end on the embedded log (``make demo``).
+
+:func:`run_demo`, in about a minute: 2,000 customers arrive before any model (scored
+``no_model``), their churn outcomes are labelled per customer, a first model ``churn:1``
+(logistic regression on three features) is trained on that view, pushed and deployed;
+10,000 more customers (plus three malformed rows, shown in ``deadletter``) are streamed and
+scored by the engine; the outcomes known so far are labelled; ``churn:2`` (gradient boosting
+on every feature) is trained on the view, replayed over the held-out events, promoted as a
+canary behind a replay gate and then as champion; a short report says where to look.
 
 The generator (:func:`churn_customers`) is the talks' churn story in numbers: 20 numeric
 features per customer, drawn with a fixed seed, and a ground truth that depends on a few
@@ -19,14 +27,19 @@ The remaining features are plausible noise. About a quarter of customers churn.
 from __future__ import annotations
 
 import csv
+import shutil
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 
 from eventml.config import Settings
+from eventml.errors import ConfigError
 from eventml.ingest import SendOptions, send_file
-from eventml.log import open_log
+from eventml.log import Log, open_log
 
 FEATURES = (
     "tenure_months",
@@ -93,40 +106,191 @@ def churn_customers(n: int, seed: int = 0) -> tuple[dict[str, np.ndarray], np.nd
     return x, churned
 
 
-def write_customers_csv(path: Path, n: int, seed: int = 0, bad_lines: bool = True) -> None:
-    """A CSV of customers keyed by ``customer_id``; with ``bad_lines``, three malformed rows."""
-    x, _ = churn_customers(n, seed)
+def write_customers_csv(
+    path: Path,
+    n: int,
+    seed: int = 0,
+    bad_lines: bool = True,
+    *,
+    start: int = 0,
+    ts: Callable[[int], datetime] | None = None,
+) -> None:
+    """A CSV of customers keyed by ``customer_id``; with ``bad_lines``, three malformed rows.
+
+    ``start`` numbers the customers from ``c{start:06d}`` (rows ``start..start+n`` of the
+    generator's draw of ``start + n`` customers); ``ts`` adds an event-time column ``ts``.
+    """
+    x, _ = churn_customers(start + n, seed)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["customer_id", *FEATURES])
-        for i in range(n):
-            w.writerow([f"c{i:06d}", *(repr(float(x[name][i])) for name in FEATURES)])
+        w.writerow(["customer_id", *(["ts"] if ts else []), *FEATURES])
+        for i in range(start, start + n):
+            when = [ts(i).isoformat()] if ts else []
+            w.writerow([f"c{i:06d}", *when, *(repr(float(x[name][i])) for name in FEATURES)])
         if bad_lines:
-            w.writerow(["c-bad-1", *(["1.0"] * (len(FEATURES) - 1))])
-            w.writerow(["c-bad-2", "twelve", *(["1.0"] * (len(FEATURES) - 1))])
-            w.writerow(["c-bad-3", "", *(["1.0"] * (len(FEATURES) - 1))])
+            when = [ts(start).isoformat()] if ts else []
+            w.writerow(["c-bad-1", *when, *(["1.0"] * (len(FEATURES) - 1))])
+            w.writerow(["c-bad-2", *when, "twelve", *(["1.0"] * (len(FEATURES) - 1))])
+            w.writerow(["c-bad-3", *when, "", *(["1.0"] * (len(FEATURES) - 1))])
+
+
+# The story's clock: customers arrive over 60 days from START; a customer's outcome (churned
+# or stayed) is known OUTCOME_DELAY after it was scored; "today" is the end of the 60 days.
+START = datetime(2026, 1, 1, tzinfo=UTC)
+DAYS = 60
+OUTCOME_DELAY = timedelta(days=14)
+FIRST, SECOND = 2_000, 10_000
+SEED = 1
+MARKER = ".eventml-demo"
+
+LOOK_HOOKS: list[Callable[[Path], str | None]] = []
+"""Lines for "where to look", one hook each (the HTTP server adds its URL here)."""
+
+
+def _arrival(i: int) -> datetime:
+    return START + timedelta(days=DAYS) * (i / (FIRST + SECOND))
+
+
+def write_outcomes_csv(path: Path, first: int, last: int, today: datetime) -> int:
+    """Outcomes known by ``today`` for customers ``first..last`` as entity labels; returns the count."""
+    _, churned = churn_customers(FIRST + SECOND, SEED)
+    count = 0
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["endpoint", "key", "ts", "value"])
+        for i in range(first, last):
+            known = _arrival(i) + OUTCOME_DELAY
+            if known <= today:
+                w.writerow(["churn", f"c{i:06d}", known.isoformat(), int(churned[i])])
+                count += 1
+    return count
+
+
+def _fresh(root: Path) -> Path:
+    """The demo's log folder, emptied if an earlier demo left one there.
+
+    A folder is the demo's when it holds the marker file (or ``customers.csv``, which earlier
+    demos wrote); any other existing log is refused rather than deleted.
+    """
+    log_dir = root / "log"
+    if log_dir.exists():
+        if not ((root / MARKER).exists() or (root / "customers.csv").exists()):
+            raise ConfigError(
+                f"expected a new folder or one an earlier demo made, got {root} with a log in it "
+                "that the demo did not write; pick another --data"
+            )
+        shutil.rmtree(log_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("made by eventml demo; `eventml demo` empties log/ when it runs\n")
+    return log_dir
 
 
 def run_demo(folder: str, console: Console) -> None:
-    """Send synthetic customers to the ``churn`` endpoint and show what the log holds."""
+    """The churn story end to end (module docstring); prints each step and where to look."""
+    from eventml.learning.labels import append_labels, read_label_file
+    from eventml.learning.promote import promote
+    from eventml.learning.replay import replay
+    from eventml.learning.report import write_html
+    from eventml.learning.train import train
+    from eventml.learning.views import ViewSpec, build_view, write_view
+    from eventml.serving.routes import deploy
+
+    began = time.perf_counter()
     root = Path(folder)
-    root.mkdir(parents=True, exist_ok=True)
-    csv_path = root / "customers.csv"
-    write_customers_csv(csv_path, 5_000, seed=1)
-    console.print(f"[bold]1.[/] wrote 5,000 synthetic customers (+3 malformed rows) to {csv_path}")
-    with open_log(str(root / "log"), Settings.from_env(log=str(root / "log"))) as log:
-        summary = send_file(log, csv_path, SendOptions(endpoint="churn", key_column="customer_id"))
-        console.print(
-            f"[bold]2.[/] eventml send churn: accepted {summary.accepted}, "
-            f"rejected {summary.rejected} (each rejection is in topic deadletter with its reason):"
+    log_dir = _fresh(root)
+    say = console.print
+    first_csv, second_csv = root / "customers-first.csv", root / "customers.csv"
+    write_customers_csv(first_csv, FIRST, SEED, bad_lines=False, ts=_arrival)
+    write_customers_csv(second_csv, SECOND, SEED, start=FIRST, ts=_arrival)
+    opts = SendOptions(
+        endpoint="churn", id_column="customer_id", key_column="customer_id", ts_column="ts"
+    )
+    settings = Settings.from_env(log=str(log_dir), batch_max=2000)
+    with open_log(str(log_dir), settings) as log:
+        say(f"[bold]1.[/] {FIRST:,} customers arrive before any model ({first_csv})")
+        send_file(log, first_csv, opts)
+        say(
+            f"     engine: scored {_run_engine(log):,} records (status no_model: nothing serves yet)"
         )
+        outcomes1 = root / "outcomes-first.csv"
+        write_outcomes_csv(outcomes1, 0, FIRST, START + timedelta(days=DAYS))
+        s1 = append_labels(log, read_label_file(outcomes1))
+        say(f"     eventml label {outcomes1.name}: {s1.appended:,} churn outcomes, one per customer "
+            f"(each attaches to the customer's predictions of the 30 days before it)")  # fmt: skip
+        v0 = build_view(log, ViewSpec(endpoint="churn"))
+        t1 = train(log, "churn", v0, "churn", algo="logreg",
+                   features=["tenure_months", "monthly_charges", "contract_years"])  # fmt: skip
+        d1 = t1.pushed.descriptor
+        deploy(log, "churn", f"churn:{d1.version}", reason="first model")
+        say(f"[bold]2.[/] trained churn:{d1.version} (logistic regression, 3 features) on view "
+            f"{v0.hash[:12]} ({v0.rows:,} rows): held-out AUC {d1.metrics.get('auc', float('nan')):.3f}; "
+            f"pushed and deployed as champion")  # fmt: skip
+
+        summary = send_file(log, second_csv, opts)
+        say(f"[bold]3.[/] eventml send churn {second_csv.name}: accepted {summary.accepted:,}, "
+            f"rejected {summary.rejected} (each rejection is in topic deadletter with its reason):")  # fmt: skip
         for reason in summary.reasons:
             console.print(f"     {reason}", markup=False, highlight=False)
-        console.print(f"[bold]3.[/] the log in {root / 'log'}:")
-        for topic, parts in log.topics().items():
-            ends = log.end_offsets(topic)
-            console.print(f"     {topic}: {parts} partition(s), {sum(ends)} events")
-    console.print(
-        f"Look further: eventml log info --data {root / 'log'}; "
-        f"eventml log read deadletter --data {root / 'log'}"
-    )
+        say(f"     engine: scored {_run_engine(log):,} records with churn:{d1.version}")
+
+        today = START + timedelta(days=DAYS)
+        outcomes2 = root / "outcomes.csv"
+        n2 = write_outcomes_csv(outcomes2, FIRST, FIRST + SECOND, today)
+        append_labels(log, read_label_file(outcomes2))
+        say(f"[bold]4.[/] outcomes arrive {OUTCOME_DELAY.days} days after scoring: by day {DAYS}, "
+            f"{n2:,} of {SECOND:,} are known; eventml label {outcomes2.name}")  # fmt: skip
+
+        view = build_view(log, ViewSpec(endpoint="churn", model=f"churn:{d1.version}"))
+        view_path = root / "view.parquet"
+        write_view(view, view_path)
+        t2 = train(log, "churn", view, "churn", algo="hgb")
+        d2 = t2.pushed.descriptor
+        say(f"[bold]5.[/] eventml view churn: {view.rows:,} labelled predictions, sha256 {view.hash[:16]}…, "
+            f"held out from {view.cutoff:%Y-%m-%d %H:%M} ({view_path})")  # fmt: skip
+        say(f"     trained churn:{d2.version} (gradient boosting, {len(t2.trained.features)} features), "
+            f"parent churn:{t2.parent_version}: held-out AUC {d2.metrics.get('auc', float('nan')):.3f}")  # fmt: skip
+
+        cand = f"churn:{d2.version}"
+        r = replay(log, cand, "churn", since=view.cutoff)
+        plot = root / "replay.html"
+        write_html(r, plot)
+        m = r.metrics
+        say(f"[bold]6.[/] replay of {cand} over {int(m['rows']):,} events since the cutoff "
+            f"({int(m['compared']):,} labelled): AUC {m['auc']:.3f} vs served {m['served_auc']:.3f}, "
+            f"log loss {m['log_loss']:.3f} vs {m['served_log_loss']:.3f}, agreement {m['agreement']:.1%}, "
+            f"PSI {m['psi']:.3f} ({plot})")  # fmt: skip
+
+        gate = "auc >= served_auc + 0.005"
+        canary = promote(log, "churn", cand, as_="canary:20", require=gate, since=view.cutoff)
+        say(f"[bold]7.[/] eventml promote churn {cand} --as canary:20 --require '{gate}': "
+            f"route {canary.route.version} (churn:{d1.version} 80%, {cand} 20%)")  # fmt: skip
+        champ = promote(log, "churn", cand, as_="champion", require=gate, since=view.cutoff)
+        say(
+            f"     eventml promote churn {cand} --as champion: route {champ.route.version} → {cand}"
+        )
+        topics = {t: sum(log.end_offsets(t)) for t in log.topics()}
+    elapsed = time.perf_counter() - began
+    say(f"[bold]Done[/] in {elapsed:.0f} s. The log ({log_dir}) holds "
+        + ", ".join(f"{t} {c:,}" for t, c in topics.items()) + ".")  # fmt: skip
+    say("Where to look:")
+    data = f"--data {log_dir}"
+    lines = [
+        f"the replay charts: {plot}",
+        f"the training view: {view_path} (eventml view churn {data})",
+        f"models and lineage: eventml models show {cand} {data}",
+        f"dead letters: eventml log read deadletter {data}",
+        f"predictions: eventml predictions churn {data}",
+    ]
+    lines += [line for hook in LOOK_HOOKS if (line := hook(root)) is not None]
+    for line in lines:
+        console.print(f"  {line}", markup=False, highlight=False)
+
+
+def _run_engine(log: Log) -> int:
+    from eventml.serving.engine import Engine
+
+    engine = Engine(log, log.settings)
+    try:
+        return engine.run(until_idle=True)
+    finally:
+        engine.close()

@@ -50,7 +50,7 @@ class LatencyModel(LoadedModel):
         self._rng = random.Random()  # noqa: S311  (test latency jitter, not cryptography)
         self._calls = 0
 
-    def predict_batch(self, rows: Sequence[Mapping[str, ev.Feature]]) -> list[ev.Output]:
+    def predict_batch(self, rows: Sequence[Mapping[str, ev.Feature]]) -> Sequence[ev.Output]:
         delay = self.spec.latency_ms + self._rng.uniform(0, self.spec.jitter_ms)
         time.sleep(delay / 1000)
         self._calls += 1

@@ -18,6 +18,7 @@ A plugin's test class provides four fixtures and inherits every test::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from eventml.models.registry import Registry, load_model, push_model
 TOLERANCE = 1e-6
 
 
-def assert_outputs_close(got: list[ev.Output], want: list[ev.Output], tol: float) -> None:
+def assert_outputs_close(got: Sequence[ev.Output], want: Sequence[ev.Output], tol: float) -> None:
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         assert set(g) == set(w), f"row {i}: {g} vs {w}"

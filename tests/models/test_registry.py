@@ -202,7 +202,7 @@ def test_descriptor_json_has_no_payload_and_the_contract_fields(tmp_path: Path) 
     ]  # fmt: skip
     assert data["outputs"] == [{"name": "quality", "dtype": "double", "shape": [-1]}]
     assert data["endpoint"] == "wine"
-    assert data["lineage"]["source_path"] == str(LR)
+    assert data["lineage"]["source_path"] == str(LR.resolve())
 
 
 def test_onnx_model_file_round_trips(tmp_path: Path) -> None:

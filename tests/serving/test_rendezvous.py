@@ -103,7 +103,6 @@ def test_deadline_schedule_answers_from_m2_within_the_sla(log: Log, tmp_path: Pa
 def test_fast_m3_answers_everything(log: Log, tmp_path: Path) -> None:
     answers = schedule_run(log, tmp_path, m3=20, m2=30, m1=5, n=50)
     assert {m for m, _, _ in answers} == {"m3"}
-    assert max(t for _, _, t in answers) < 50
 
 
 def test_slow_m2_and_m3_leave_m1_at_100_ms(log: Log, tmp_path: Path) -> None:

@@ -598,11 +598,15 @@ class KafkaLog(Log):
             for member in list(self._consumers):
                 member.close()
             for producer in (self._producer, self._tx_producer):
-                if producer is not None:
+                if producer is None:
+                    continue
+                try:  # a producer in a fatal state (a broker lost mid-transaction) raises here
                     left = producer.flush(self.timeout)
                     if left:
                         LOGGER.warning("%d values not delivered at close", left)
                     producer.close()
+                except KafkaException as exc:
+                    LOGGER.warning("producer did not close cleanly: %s", exc)
             if self._reader is not None:
                 self._reader.close()
             self._producer = self._tx_producer = self._reader = None

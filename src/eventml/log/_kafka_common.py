@@ -64,6 +64,10 @@ _UNAVAILABLE = {
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
     KafkaError.NOT_ENOUGH_REPLICAS,
     KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    # A restarted broker answers these until its partitions' leadership is settled again:
+    KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.OFFSET_NOT_AVAILABLE,
 }
 _FENCED = {
     KafkaError.ILLEGAL_GENERATION,

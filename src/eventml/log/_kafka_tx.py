@@ -13,6 +13,7 @@ transaction's markers are written, so a read right after it sees the result.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -106,14 +107,25 @@ class KafkaTransaction(TransactionContext, Transaction):
             self._log._tx_lock.release()
 
     def _abort(self, producer: Producer) -> None:
-        try:
-            producer.abort_transaction(self._log.timeout)
-        except KafkaException as exc:
-            err = kafka_error(exc)
-            LOGGER.warning("abort failed (%s); the next transaction starts a new producer", exc)
-            if err is None or err.fatal() or not err.retriable():
+        deadline = time.monotonic() + 3 * self._log.timeout
+        while True:
+            try:
+                producer.abort_transaction(self._log.timeout)
+                break
+            except KafkaException as exc:
+                err = kafka_error(exc)
+                if (
+                    err is not None
+                    and err.retriable()
+                    and not err.fatal()
+                    and time.monotonic() < deadline
+                ):
+                    continue  # librdkafka: a timed-out abort resumes when called again
+                # A producer stuck mid-abort cannot begin again: the next transaction starts a
+                # new one, whose init fences this one.
+                LOGGER.warning("abort failed (%s); the next transaction starts a new producer", exc)
                 self._log.drop_transactional()
-            return
+                return
         try:  # so that end offsets move past the aborted records before we return
             self._log.await_stable(self._last)
         except EventmlError as exc:

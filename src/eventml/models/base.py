@@ -31,9 +31,9 @@ import itertools
 import operator
 import re
 import tarfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class LoadedModel(abc.ABC):
     classes: tuple[str, ...] = ()
 
     @abc.abstractmethod
-    def predict_batch(self, rows: Sequence[Mapping[str, ev.Feature]]) -> list[ev.Output]:
+    def predict_batch(self, rows: Sequence[Mapping[str, ev.Feature]]) -> Sequence[ev.Output]:
         """One canonical output per row, computed with one vectorized call."""
 
     def close(self) -> None:  # noqa: B027  (most models hold nothing to release)
@@ -223,22 +223,100 @@ def check_rows(rows: Sequence[Mapping[str, ev.Feature]]) -> None:
             )
 
 
+class Outputs(Sequence[ev.Output]):
+    """Canonical outputs of a batch, kept in columns; a row's dict is built when it is read.
+
+    Building a dict per row up front cost more than the model itself on small models, and
+    many callers (metrics, replay) only need the columns. Equal to a list of the same dicts.
+    """
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> ev.Output: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[ev.Output]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self._row(j) for j in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return self._row(i % self._n)
+
+    def _row(self, i: int) -> ev.Output:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
+class ClassOutputs(Outputs):
+    """``{"label": l, "probabilities": {class: p}}`` per row, from a label list and a matrix."""
+
+    def __init__(self, names: list[str], labels: list[str], probabilities: np.ndarray) -> None:
+        super().__init__(len(labels))
+        self.names = names
+        self.labels = labels
+        self.probabilities = probabilities
+        self._rows: list[list[float]] | None = None
+
+    def _row(self, i: int) -> ev.Output:
+        if self._rows is None:
+            self._rows = self.probabilities.tolist()
+        return {
+            "label": self.labels[i],
+            "probabilities": dict(zip(self.names, self._rows[i], strict=True)),
+        }
+
+    def __iter__(self) -> Iterator[ev.Output]:
+        rows = self.probabilities.tolist()
+        names = self.names
+        return (
+            {"label": label, "probabilities": dict(zip(names, row, strict=True))}
+            for label, row in zip(self.labels, rows, strict=True)
+        )
+
+
+class ValueOutputs(Outputs):
+    """``{"value": v}`` per row."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = np.asarray(values, dtype=np.float64).reshape(-1)
+        super().__init__(len(self.values))
+        self._list: list[float] | None = None
+
+    def _row(self, i: int) -> ev.Output:
+        if self._list is None:
+            self._list = self.values.tolist()
+        return {"value": self._list[i]}
+
+    def __iter__(self) -> Iterator[ev.Output]:
+        return ({"value": v} for v in self.values.tolist())
+
+
 def label_outputs(
     classes: Sequence[str], probabilities: np.ndarray, labels: Sequence[Any] | None = None
-) -> list[ev.Output]:
+) -> ClassOutputs:
     """Classification outputs: the label (argmax unless given) and every class's probability."""
     names = [str(c) for c in classes]
     if labels is None:
         chosen = [names[i] for i in np.argmax(probabilities, axis=1).tolist()]
     else:
         chosen = [v if type(v) is str else str(v) for v in labels]  # numpy.str_ is a str too
-    rows = np.asarray(probabilities, dtype=np.float64).tolist()
-    return [
-        {"label": label, "probabilities": dict(zip(names, row, strict=True))}
-        for label, row in zip(chosen, rows, strict=True)
-    ]
+    return ClassOutputs(names, chosen, np.asarray(probabilities, dtype=np.float64))
 
 
-def value_outputs(values: np.ndarray) -> list[ev.Output]:
+def value_outputs(values: np.ndarray) -> ValueOutputs:
     """Regression outputs ``{"value": v}``."""
-    return [{"value": float(v)} for v in np.asarray(values, dtype=np.float64).reshape(-1).tolist()]
+    return ValueOutputs(values)

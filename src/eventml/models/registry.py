@@ -39,6 +39,7 @@ class Registry:
         self.routes: dict[str, list[ev.RouteChanged]] = {}
         self.retired: list[ev.ModelRetired] = []
         self.position = 0
+        self._exists = False
 
     @classmethod
     def from_log(cls, log: Log) -> Registry:
@@ -49,8 +50,10 @@ class Registry:
 
     def catch_up(self, log: Log) -> list[ev.Event]:
         """Fold every event past :attr:`position`; returns them in log order."""
-        if TOPIC not in log.topics():
-            return []
+        if not self._exists:
+            if TOPIC not in log.topics():
+                return []
+            self._exists = True  # topics are never deleted: no need to ask again
         folded: list[ev.Event] = []
         while True:
             batch = log.read(TOPIC, 0, self.position, limit=1000)

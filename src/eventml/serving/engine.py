@@ -20,8 +20,10 @@ its final statistics are appended as :class:`~eventml.events.ModelRetired`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -30,7 +32,7 @@ import msgspec
 
 from eventml import events as ev
 from eventml.config import TOPICS, Settings, topic_partitions
-from eventml.errors import EventmlError, GroupBusy, SchemaMismatch
+from eventml.errors import EventmlError, GroupBusy, LogUnavailable, SchemaMismatch
 from eventml.log import Log
 from eventml.models._rows import EncodedRows
 from eventml.models.base import LoadedModel
@@ -41,6 +43,8 @@ from eventml.serving.routes import RECORDS, RouteTable
 from eventml.serving.spec import RouteSpec, spec_of
 from eventml.serving.stats import StatsView
 
+LOGGER = logging.getLogger("eventml.serving.engine")
+RETRY_S = 1.0
 PREDICTIONS = "predictions"
 DEADLETTER = "deadletter"
 
@@ -157,6 +161,8 @@ class Engine:
         future = self._loading.pop(ref)
         try:
             model = future.result()
+        except LogUnavailable:
+            raise  # not the model's fault: loaded again at the next step
         except EventmlError as exc:
             self._reject(ref, str(exc))
             return None
@@ -218,6 +224,7 @@ class Engine:
         count = 0
         for batch in batches:
             p = batch.partition
+            self._tokens_behind(p, batch.offsets[0])
             keys: dict[str, tuple[str, int]] = {}  # endpoint → (endpoint, route) until a token
             for offset, value, event in zip(
                 batch.offsets, batch.values, self._decode(batch, dead), strict=True
@@ -253,6 +260,13 @@ class Engine:
             # a partition that went to another member raises: that member starts at the commit
             with contextlib.suppress(EventmlError):
                 self.consumer.seek(batch.topic, batch.partition, batch.offsets[0])
+
+    def _tokens_behind(self, partition: int, offset: int) -> None:
+        """Token routes whose token this partition already passed (a partition taken over)."""
+        for route in self.routes.routes.values():
+            token = route.token_offsets.get(partition) if route.at_token else None
+            if token is not None and token < offset:
+                self.routes.pass_token(route.endpoint, partition, route.version)
 
     def _decode(
         self, batch: Any, dead: list[ev.DeadLetter]
@@ -327,7 +341,7 @@ class Engine:
         def one(ref: str) -> Result:
             t0 = time.perf_counter()
             try:
-                outputs: list[ev.Output] | None = models[ref].predict_batch(rows)
+                outputs: Sequence[ev.Output] | None = models[ref].predict_batch(rows)
                 error: BaseException | None = None
             except Exception as exc:  # a model's own failure: recorded, the stream goes on
                 outputs, error = None, exc
@@ -528,10 +542,18 @@ class Engine:
         """Score until stopped (or, with ``until_idle``, until caught up); returns records seen."""
         total = 0
         busy = 0
+        outage: float | None = None
         while not self._stop.is_set():
             try:
                 n = self.step()
                 busy = 0
+            except LogUnavailable as exc:
+                # a broker restart or a cut: step() committed nothing and rewound; retry
+                if outage is None:
+                    outage = time.monotonic()
+                    LOGGER.warning("log unavailable, retrying every %g s: %s", RETRY_S, exc)
+                self._stop.wait(RETRY_S)
+                continue
             except GroupBusy:
                 # A rebalance moved partitions mid-batch (Kafka): nothing was committed, poll
                 # again. Several in a row means another member holds the group: give up.
@@ -539,6 +561,9 @@ class Engine:
                 if busy > 3:
                     raise
                 continue
+            if outage is not None:
+                LOGGER.warning("log available again after %.1f s", time.monotonic() - outage)
+                outage = None
             total += n
             if n == 0 and until_idle and not self._loading:
                 break

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -202,7 +202,7 @@ class Rendezvous:
     def _score_one(self, ref: str, role: ev.Role, record: ev.Record, arrival: float) -> Result:
         t0 = time.perf_counter()
         try:
-            outputs: list[ev.Output] | None = self.models[ref].predict_batch([record.features])
+            outputs: Sequence[ev.Output] | None = self.models[ref].predict_batch([record.features])
             error: BaseException | None = None
         except Exception as exc:  # a model's own failure: the schedule moves on
             outputs, error = None, exc

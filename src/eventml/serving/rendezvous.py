@@ -37,7 +37,7 @@ class Result:
 
     ref: str
     role: ev.Role
-    outputs: list[ev.Output] | None
+    outputs: Sequence[ev.Output] | None
     latency_ms: float
     finished_ms: float | None = None
     error: BaseException | None = None

@@ -129,7 +129,7 @@ class OnnxModel(LoadedModel):
         result: list[Any] = self.session.run(None, feeds)
         return result
 
-    def predict_batch(self, rows: Sequence[Mapping[str, ev.Feature]]) -> list[ev.Output]:
+    def predict_batch(self, rows: Sequence[Mapping[str, ev.Feature]]) -> Sequence[ev.Output]:
         if not rows:
             return []
         raw = self.run(rows)

@@ -53,7 +53,7 @@ class PmmlLoaded(LoadedModel):
         )
         self._all = FeatureMatrix(self.feature_names, name)
 
-    def predict_batch(self, rows: Sequence[Mapping[str, ev.Feature]]) -> list[ev.Output]:
+    def predict_batch(self, rows: Sequence[Mapping[str, ev.Feature]]) -> Sequence[ev.Output]:
         if not rows:
             return []
         columns: dict[str, np.ndarray] = {}

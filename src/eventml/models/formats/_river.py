@@ -212,7 +212,7 @@ class RiverModel(LoadedModel):
             out.append({n: row[f] for n, f in pairs if row[f] is not None})
         return out
 
-    def predict_batch(self, rows: Sequence[Mapping[str, ev.Feature]]) -> list[ev.Output]:
+    def predict_batch(self, rows: Sequence[Mapping[str, ev.Feature]]) -> Sequence[ev.Output]:
         if not rows:
             return []
         xs = self.records(rows)

@@ -106,7 +106,7 @@ class SklearnModel(LoadedModel):
             self.kind = "regression"
             self.outputs = [ev.TensorSpec(name="value", dtype="double", shape=[-1])]
 
-    def predict_batch(self, rows: Sequence[Mapping[str, ev.Feature]]) -> list[ev.Output]:
+    def predict_batch(self, rows: Sequence[Mapping[str, ev.Feature]]) -> Sequence[ev.Output]:
         if not rows:
             return []
         from threadpoolctl import threadpool_limits

@@ -283,7 +283,7 @@ class TensorflowModel(LoadedModel):
                 where=self._where,
             ) from exc
 
-    def predict_batch(self, rows: Sequence[Mapping[str, ev.Feature]]) -> list[ev.Output]:
+    def predict_batch(self, rows: Sequence[Mapping[str, ev.Feature]]) -> Sequence[ev.Output]:
         if not rows:
             return []
         check_rows(rows)

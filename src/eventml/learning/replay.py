@@ -1,0 +1,204 @@
+"""Replay: score past prediction events with a candidate and compare it with what was served.
+
+The rows are the endpoint's prediction events (``since <= ts < until`` on the record's
+event time), each with its latest label if it has one (a view with ``labelled=False``);
+the candidate scores the features exactly as the events hold them, in vectorized batches.
+
+Reported for the candidate and, as ``served_*``, for the answers on the events:
+
+- classifiers: ``auc``, ``accuracy``, ``log_loss``, ``ece`` (calibration error; the
+  calibration table per bin is in ``calibration``), on the positive class (the last class
+  in sorted order);
+- regressors: ``rmse``, ``mae``;
+- ``agreement``: share of rows with a served answer where the candidate gives the same
+  label (regressors: a value within ``tolerance``, default 0.5, of the served one);
+- ``psi``: population stability index of the candidate's scores against the served ones;
+- ``rows`` (events replayed), ``labelled``, ``compared``.
+
+Quality metrics are computed on the *compared* rows: labelled rows that have a served
+answer, so both sides are measured on the same rows (all labelled rows when nothing was
+served). ``segments`` repeats the metrics per served model version and, with
+``segment_by``, per quartile of a feature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from eventml.errors import InputError
+from eventml.learning.metrics import calibration, classification_metrics, psi, regression_metrics
+from eventml.learning.score import Scored, score
+from eventml.learning.views import FEATURE_PREFIX, ViewSpec, build_view
+from eventml.log import Log
+from eventml.models.registry import Registry, load_model
+
+
+@dataclass
+class Replay:
+    """A replay's figures; ``metrics`` is what ``promote --require`` reads."""
+
+    candidate: str
+    endpoint: str
+    kind: str
+    positive: str | None
+    metrics: dict[str, float]
+    calibration: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    candidate_scores: np.ndarray = field(default_factory=lambda: np.empty(0))
+    served_scores: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate, "endpoint": self.endpoint, "kind": self.kind,
+            "positive": self.positive, "metrics": self.metrics, "calibration": self.calibration,
+            "segments": self.segments,
+        }  # fmt: skip
+
+
+def _served_scores(table: pa.Table, kind: str, positive: str | None) -> np.ndarray:
+    if kind == "regression":
+        return np.asarray(table["served_value"].to_numpy(zero_copy_only=False), dtype=np.float64)
+    outputs = msgspec.json.decode("[" + ",".join(table["output"].to_pylist()) + "]")
+    out = np.full(len(outputs), np.nan)
+    for i, o in enumerate(outputs):
+        if o and isinstance(o.get("probabilities"), dict) and positive in o["probabilities"]:
+            out[i] = float(o["probabilities"][positive])
+    return out
+
+
+def _metrics(
+    kind: str, y: Any, labels: Any, scores: Any, positive: str | None, prefix: str = ""
+) -> dict[str, float]:
+    if kind == "classification":
+        m = classification_metrics(y, labels, scores, str(positive))
+    else:
+        m = regression_metrics(y, scores)
+    m.pop("rows", None)
+    return {prefix + k: v for k, v in m.items() if np.isfinite(v)}
+
+
+def replay(
+    log: Log,
+    ref: str,
+    endpoint: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    segment_by: str | None = None,
+    tolerance: float = 0.5,
+    progress: Callable[[int, int], None] | None = None,
+) -> Replay:
+    """Score the endpoint's past events with model ``ref`` (``NAME:VERSION``) and compare."""
+    registry = Registry.from_log(log)
+    d = registry.resolve(ref)
+    name = f"{d.name}:{d.version}"
+    view = build_view(
+        log, ViewSpec(endpoint=endpoint, since=since, until=until, labelled=False, validation=0)
+    )
+    table = view.table
+    if segment_by is not None and FEATURE_PREFIX + segment_by not in table.column_names:
+        raise InputError(
+            f"expected --segment-by one of the features {view.features}, got {segment_by!r}"
+        )
+    model = load_model(registry.descriptor_with_payload(log, d.name, d.version))
+    try:
+        n = table.num_rows
+        scored = score(model, table, name, (lambda done: progress(done, n)) if progress else None)
+    finally:
+        model.close()
+    return compare(scored, table, name, endpoint, segment_by=segment_by, tolerance=tolerance)
+
+
+def compare(
+    scored: Scored,
+    table: pa.Table,
+    candidate: str,
+    endpoint: str,
+    *,
+    segment_by: str | None = None,
+    tolerance: float = 0.5,
+) -> Replay:
+    """The replay figures for a candidate's answers on a view table (see the module docstring)."""
+    kind = scored.kind
+    positive = sorted(scored.classes)[-1] if kind == "classification" and scored.classes else None
+    cand = scored.positive(positive) if positive is not None else np.asarray(scored.values)
+    served = _served_scores(table, kind, positive)
+    labelled = ~np.asarray(table["label"].is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    has_served = ~np.isnan(served)
+    compared = labelled & has_served if (labelled & has_served).any() else labelled
+    y_all = (
+        np.asarray(table["label"].to_pylist(), dtype=object)
+        if kind == "classification"
+        else np.asarray(table["label_value"].to_numpy(zero_copy_only=False), dtype=np.float64)
+    )
+    served_labels = np.asarray(table["served_label"].to_pylist(), dtype=object)
+    cand_labels = scored.labels if scored.labels is not None else cand
+
+    def block(mask: np.ndarray) -> dict[str, float]:
+        m = _metrics(kind, y_all[mask], cand_labels[mask], cand[mask], positive)
+        both = mask & has_served
+        if both.any():
+            m.update(
+                _metrics(kind, y_all[both], served_labels[both], served[both], positive, "served_")
+            )
+        return m
+
+    metrics = block(compared)
+    metrics.update(
+        {
+            "rows": float(len(cand)),
+            "labelled": float(labelled.sum()),
+            "compared": float(compared.sum()),
+        }
+    )
+    if has_served.any():
+        if kind == "classification":
+            agree = cand_labels[has_served] == served_labels[has_served]
+        else:
+            agree = np.abs(cand[has_served] - served[has_served]) <= tolerance
+        metrics["agreement"] = float(np.mean(agree))
+        metrics["psi"] = psi(served[has_served], cand[has_served])
+    calib: dict[str, list[dict[str, float]]] = {}
+    if kind == "classification" and compared.any():
+        yt = y_all[compared] == positive
+        calib["candidate"] = calibration(yt, cand[compared])
+        if (compared & has_served).any():
+            both = compared & has_served
+            calib["served"] = calibration(y_all[both] == positive, served[both])
+    segments: list[dict[str, Any]] = []
+    models = table["model"].to_pylist()
+    versions = table["version"].to_pylist()
+    served_by = np.array(
+        [f"{m}:{v}" if m is not None else "(none)" for m, v in zip(models, versions, strict=True)],
+        dtype=object,
+    )
+    for seg in sorted(set(served_by.tolist())):
+        mask = (served_by == seg) & labelled
+        segments.append({"by": "served", "segment": seg, "rows": int((served_by == seg).sum()),
+                         "labelled": int(mask.sum()), **block(mask)})  # fmt: skip
+    if segment_by is not None:
+        x = np.asarray(
+            table[FEATURE_PREFIX + segment_by].to_numpy(zero_copy_only=False), np.float64
+        )
+        edges = (
+            np.unique(np.nanquantile(x, [0.25, 0.5, 0.75])) if np.isfinite(x).any() else np.empty(0)
+        )
+        bins = np.searchsorted(edges, x, side="right")
+        bounds = [-np.inf, *edges.tolist(), np.inf]
+        for b in range(len(edges) + 1):
+            inside = (bins == b) & np.isfinite(x)
+            mask = inside & labelled
+            segments.append({"by": segment_by, "segment": f"[{bounds[b]:g}, {bounds[b + 1]:g})",
+                             "rows": int(inside.sum()), "labelled": int(mask.sum()), **block(mask)})  # fmt: skip
+    return Replay(
+        candidate=candidate, endpoint=endpoint, kind=kind, positive=positive, metrics=metrics,
+        calibration=calib, segments=segments, candidate_scores=cand[has_served] if has_served.any() else cand,
+        served_scores=served[has_served],
+    )  # fmt: skip

@@ -1,0 +1,1 @@
+"""The learning loop: labels, training views, train, replay, promote, the demo."""
