@@ -523,9 +523,11 @@ def demo(data: DataOpt = None) -> None:
 
 def _register_commands() -> None:
     """Commands that live beside the code they drive (learning loop)."""
+    from eventml.api.cli import register as register_api
     from eventml.learning.cli import register as register_learning
 
     register_learning(app)
+    register_api(app)
 
 
 _register_commands()

@@ -1,0 +1,452 @@
+"""What the HTTP handlers share: the rendezvous, the writer, the engine thread, the views.
+
+:class:`Service` starts and stops them in order (the app's lifespan): on start, the
+group-commit writer, the :class:`~eventml.serving.online.Rendezvous` writing through it
+and, when asked, the stream engine on a thread of its own with its own consumer group; on
+stop, readiness goes off, the writer writes everything queued, then the engine and the
+log connections close.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from eventml import events as ev
+from eventml.api.metrics import Metrics
+from eventml.api.writer import GroupCommitSink
+from eventml.config import TOPICS, Settings, topic_partitions
+from eventml.errors import EventmlError, InputError, NotFound
+from eventml.ingest import check_endpoint
+from eventml.log import Log, open_log
+from eventml.models.base import LoadedModel
+from eventml.serving.online import Answer, Rendezvous
+from eventml.serving.spec import RouteSpec, spec_of
+
+_log = logging.getLogger("eventml.api")
+_PREFIX = os.urandom(8).hex()
+_COUNTER = itertools.count()
+
+
+def new_id() -> str:
+    """A record id unique to this process run: 64 random bits, then a counter (32 hex digits).
+
+    As unique as :func:`eventml.events.new_id` for ids made here, without a system call each.
+    """
+    return f"{_PREFIX}{next(_COUNTER):016x}"
+
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ApiOptions:
+    """How the API runs (``eventml serve`` flags)."""
+
+    sync: bool = False
+    """Answer only once the request's batch is committed to the log."""
+    max_body: int = 8 * MiB
+    max_upload: int = 64 * MiB
+    max_in_flight: int = 256
+    """Requests served at once; more are answered 429 at once (bounded memory)."""
+    timeout_s: float = 30.0
+    """Longest a request may take; then 503."""
+    batch_ms: float = 2.0
+    batch_items: int = 512
+    engine_group: str | None = None
+    """Run the stream engine in a background thread with this consumer group."""
+    freeze_gc: bool = False
+    """Once started, hide what was loaded from the garbage collector (``gc.freeze``)."""
+    engine_pause_s: float = 0.05
+    """How long the engine rests after a step that was not full (see :meth:`Service._pace`)."""
+    log_url: str | None = None
+    """Open separate connections for the writer and the engine (not for ``memory://``)."""
+
+
+class _Slim(msgspec.Struct, frozen=True, kw_only=True, tag="Prediction", gc=False):
+    record_id: str
+    endpoint: str
+    status: str
+    scored_at: ev.UtcTime
+    scores: list[ev.Score] = []
+
+
+_read_slim = msgspec.msgpack.Decoder(_Slim).decode
+
+
+class _Id(msgspec.Struct, frozen=True, tag="Prediction", gc=False):
+    record_id: str
+
+
+_read_id = msgspec.msgpack.Decoder(_Id).decode
+
+
+class Service:
+    """The running parts behind the HTTP API."""
+
+    def __init__(self, log: Log, settings: Settings, options: ApiOptions, metrics: Metrics) -> None:
+        self.log = log
+        self.settings = settings
+        self.options = options
+        self.metrics = metrics
+        self.ready = False
+        self.unloaded: set[str] = set()
+        self.started_at = ev.now()
+        self.writer: GroupCommitSink | None = None
+        self.rdv: Rendezvous | None = None
+        self.engine_error: str | None = None
+        self._engine: Any = None
+        self._engine_thread: threading.Thread | None = None
+        self._engine_ready = threading.Event()
+        self._engine_stop = threading.Event()
+        self._extra: list[Log] = []
+        self._inline: dict[tuple[str, int], bool] = {}
+        self._leads: dict[tuple[str, int], str] = {}
+        self._cost: dict[tuple[str, int], float] = {}
+        self._cpu = anyio.CapacityLimiter(os.cpu_count() or 2)
+        """route → recent seconds per record when answered on the event loop (slow: threads)."""
+        self._stats_lock = threading.Lock()
+        self._stats_at: dict[int, int] = {}
+        self._stats: Any = None
+        self.errors: dict[str, str] = {}
+        """record id → why its models failed, until the handler takes it (bounded)."""
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _connection(self) -> Log:
+        url = self.options.log_url
+        if url is None or url.startswith("memory:"):
+            return self.log
+        extra = open_log(url, self.settings)
+        self._extra.append(extra)
+        return extra
+
+    def start(self) -> None:
+        for topic in TOPICS:
+            self.log.create_topic(topic, topic_partitions(topic, self.settings))
+        self.writer = GroupCommitSink(
+            self._connection(), interval_ms=self.options.batch_ms,
+            max_items=self.options.batch_items, on_commit=self._committed,
+        )  # fmt: skip
+        self.rdv = Rendezvous(self.log, sink=self._sink)
+        if self.options.engine_group:
+            engine_log = self._connection()
+            self._engine_thread = threading.Thread(
+                target=self._run_engine, args=(engine_log,), name="eventml-engine", daemon=True
+            )
+            self._engine_thread.start()
+        self.ready = True
+
+    def _run_engine(self, log: Log) -> None:
+        from eventml.serving.engine import Engine
+
+        try:
+            self._engine = Engine(log, self.settings, group=self.options.engine_group or "serve")
+        except Exception as exc:  # another member holds the group, a model fails...
+            self.engine_error = str(exc) if isinstance(exc, EventmlError) else repr(exc)
+            _log.error("the stream engine did not start: %s", self.engine_error)
+            self._engine_ready.set()
+            return
+        self._engine_ready.set()
+        try:
+            self._pace(self._engine)
+        except Exception as exc:
+            self.engine_error = str(exc) if isinstance(exc, EventmlError) else repr(exc)
+            _log.error("the stream engine stopped: %s", self.engine_error)
+        finally:
+            self._engine.close()
+
+    def _pace(self, engine: Any) -> None:
+        """Run the engine's steps, resting ``pause_s`` after a step that was not full.
+
+        Most of what reaches ``records`` here is answered already (the engine only moves
+        past it), so resting lets a batch gather instead of one transaction per few records;
+        a record from a producer waits at most ``pause_s`` longer for its prediction.
+        """
+        from eventml.errors import GroupBusy
+
+        busy = 0
+        full = self.settings.batch_max
+        while not self._engine_stop.is_set():
+            try:
+                n = engine.step()
+                busy = 0
+            except GroupBusy:
+                busy += 1  # a rebalance moved partitions mid-batch (Kafka): poll again
+                if busy > 3:
+                    raise
+                continue
+            if n < full:
+                self._engine_stop.wait(self.options.engine_pause_s)
+
+    def stop(self) -> None:
+        self.ready = False
+        if self.writer is not None:
+            self.writer.close()
+        if self.rdv is not None:
+            self.rdv.close()
+        if self._engine_thread is not None:
+            self._engine_ready.wait(60)
+            self._engine_stop.set()
+            self._engine_thread.join(60)
+        for log in self._extra:
+            log.close()
+
+    def _sink(self, record: ev.Record, prediction: ev.Prediction) -> None:
+        if prediction.status == "error":
+            why = next((s.error for s in prediction.scores if s.error), None)
+            if len(self.errors) > 10_000:
+                self.errors.clear()  # nobody collected them: never grow without bound
+            self.errors[record.id] = why or "every model failed"
+        if self.writer is not None:
+            self.writer(record, prediction)
+
+    def failure(self, record_id: str) -> str | None:
+        """Why a record's answer has status ``error`` (taken once)."""
+        return self.errors.pop(record_id, None)
+
+    def _committed(
+        self, predictions: list[ev.Prediction], positions: list[tuple[int, int]]
+    ) -> None:
+        self.metrics.batches.inc()
+        self.metrics.written.inc(len(predictions))
+        self.metrics.pending.set(self.writer.pending if self.writer else 0)
+
+    # -- what a name means ---------------------------------------------------------------
+
+    @property
+    def rendezvous(self) -> Rendezvous:
+        if self.rdv is None:
+            raise NotFound("expected a started server, got one starting or stopping")
+        return self.rdv
+
+    def route_of(self, endpoint: str) -> ev.RouteChanged | None:
+        """The endpoint's newest deployed route (loaded or not), None when it has none."""
+        routes = self.rendezvous.registry.routes.get(endpoint)
+        return routes[-1] if routes else None
+
+    def is_endpoint(self, name: str) -> bool:
+        routes = self.rendezvous.registry.routes
+        if name not in routes:
+            self.rendezvous.route(name)  # folds new events now and then
+        return name in routes
+
+    def descriptor(self, ref: str) -> ev.ModelDescriptor:
+        return self.rendezvous.registry.resolve(ref)
+
+    def lead_ref(self, endpoint: str) -> str:
+        """The model that answers first on an endpoint's newest route (for metadata)."""
+        route = self.route_of(endpoint)
+        if route is None:
+            raise NotFound(f"expected an endpoint with a route, got {endpoint!r}")
+        return self._lead(route)
+
+    def _lead(self, route: ev.RouteChanged) -> str:
+        key = (route.endpoint, route.version)
+        found = self._leads.get(key)
+        if found is None:
+            spec = spec_of(route)
+            refs = spec.answerers() or spec.models()
+            if not refs:
+                raise NotFound(f"expected a model on the route of {route.endpoint!r}, got none")
+            found = self._leads[key] = refs[0]
+        return found
+
+    def serving(self, endpoint: str) -> tuple[ev.RouteChanged, LoadedModel] | None:
+        """The route answering ``endpoint`` now and its lead model (None while loading)."""
+        route = self.rendezvous.route(endpoint)
+        if route is None:
+            return None
+        model = self.rendezvous.models.get(self._lead(route))
+        return None if model is None else (route, model)
+
+    def model(self, ref: str) -> tuple[ev.ModelDescriptor, LoadedModel]:
+        """A loaded model (loading blocks: call from a worker thread)."""
+        d = self.descriptor(ref)
+        if d.name in self.unloaded or f"{d.name}:{d.version}" in self.unloaded:
+            raise NotFound(f"expected a loaded model, got {d.name}:{d.version}, which was unloaded")
+        return self.rendezvous.model(f"{d.name}:{d.version}")
+
+    # -- answering -----------------------------------------------------------------------
+
+    def _scores_inline(self, route: ev.RouteChanged | None) -> bool:
+        """Whether the rendezvous answers this route without waiting on threads."""
+        if route is None:
+            return True  # status no_model, answered at once
+        key = (route.endpoint, route.version)
+        found = self._inline.get(key)
+        if found is None:
+            spec = spec_of(route)
+            found = self._inline[key] = len(spec.roles()) == 1 and spec.decider != "first"
+        return found
+
+    async def predict(
+        self, records: list[ev.Record], route: ev.RouteChanged | None = None
+    ) -> list[Answer]:
+        """Answer records of one endpoint with its route (Rendezvous.predict per record)."""
+        rdv = self.rendezvous
+        if not records:
+            return []
+        if route is None:
+            route = rdv.route(records[0].endpoint)
+        waiters = (
+            [self.writer.expect(r.id) for r in records] if self.options.sync and self.writer else []
+        )
+        key = (route.endpoint, route.version) if route else ("", 0)
+        inline = self._scores_inline(route)
+        cost = self._cost.get(key, 0.0)
+        if inline and len(records) <= 8 and cost < 0.002:
+            t0 = time.perf_counter()
+            answers = [rdv.predict(r) for r in records]  # short enough for the event loop
+            took = (time.perf_counter() - t0) / len(records)
+            self._cost[key] = 0.8 * self._cost.get(key, took) + 0.2 * took
+        elif inline and cost < 0.002:
+            # a long batch of fast scoring: CPU work, on as many threads as there are cores
+            # (more threads only take turns at the GIL)
+            answers = await anyio.to_thread.run_sync(
+                lambda: [rdv.predict(r) for r in records], limiter=self._cpu
+            )
+        else:  # routes that wait (deadlines, several candidates) or slow models
+            answers = await anyio.to_thread.run_sync(lambda: [rdv.predict(r) for r in records])
+        for a in answers:
+            self.metrics.predicted(a.endpoint, a.model, a.version, a.status)
+        await self._wait(waiters)
+        return answers
+
+    async def _wait(self, waiters: list[Any]) -> None:
+        if not waiters:
+            return
+        timeout = self.options.timeout_s
+
+        def wait_all() -> None:
+            for w in waiters:
+                w.wait(timeout)
+
+        await anyio.to_thread.run_sync(wait_all)
+
+    def score_pinned(
+        self, ref: str, rows: list[dict[str, ev.Feature]], ids: list[str] | None = None
+    ) -> tuple[ev.ModelDescriptor, list[ev.Output], list[ev.Record]]:
+        """Score rows with one model version directly, and log them like any answer."""
+        d, model = self.model(ref)
+        endpoint = d.endpoint or d.name
+        t0 = time.perf_counter()
+        outputs = list(model.predict_batch(rows))
+        ms = (time.perf_counter() - t0) * 1000
+        per_row = round(ms / max(len(rows), 1), 6)
+        now = ev.now()
+        records = []
+        writer = self.writer
+        for i, (row, out) in enumerate(zip(rows, outputs, strict=True)):
+            rec = ev.Record(
+                id=ids[i] if ids else new_id(), endpoint=endpoint, ts=now, features=row,
+                answered=True,
+            )  # fmt: skip
+            score = ev.Score(
+                model=d.name, version=d.version, digest=d.digest, role="champion",
+                status="ok", output=out, latency_ms=per_row,
+            )  # fmt: skip
+            prediction = ev.Prediction(
+                record_id=rec.id, endpoint=endpoint, ts=now, scored_at=now, status="ok",
+                model=d.name, version=d.version, digest=d.digest, output=out,
+                latency_ms=per_row, policy="pinned", features=row, scores=[score],
+            )  # fmt: skip
+            if writer is not None:
+                writer(rec, prediction)
+            records.append(rec)
+            self.metrics.predicted(endpoint, d.name, d.version, "ok")
+        return d, outputs, records
+
+    async def pinned(
+        self, ref: str, rows: list[dict[str, ev.Feature]]
+    ) -> tuple[ev.ModelDescriptor, list[ev.Output], list[ev.Record]]:
+        ids = [new_id() for _ in rows]
+        waiters = [self.writer.expect(i) for i in ids] if self.options.sync and self.writer else []
+        found = await anyio.to_thread.run_sync(self.score_pinned, ref, rows, ids)
+        await self._wait(waiters)
+        return found
+
+    # -- views ---------------------------------------------------------------------------
+
+    def stats(self) -> Any:
+        """The statistics view, folded incrementally from ``predictions`` (worker thread)."""
+        from eventml.serving.stats import StatsView
+
+        with self._stats_lock:
+            if self._stats is None:
+                self._stats = StatsView()
+            if "predictions" in self.log.topics():
+                for p, end in enumerate(self.log.end_offsets("predictions")):
+                    pos = self._stats_at.get(p, 0)
+                    while pos < end:
+                        batch = self.log.read("predictions", p, pos, end, limit=10_000)
+                        if not batch.values:
+                            break
+                        self._stats.extend(map(_read_slim, batch.values))
+                        pos = batch.next_offset
+                    self._stats_at[p] = pos
+            return self._stats
+
+    def audit(self, record_id: str) -> tuple[ev.Prediction, int, int]:
+        """The prediction event of a record, and where it is (worker thread)."""
+        writer = self.writer
+        found = writer.index.get(record_id) if writer else None
+        if found is None and writer is not None and writer.pending:
+            writer.flush(timeout=5.0)
+            found = writer.index.get(record_id)
+        if found is None:
+            found = self._scan(record_id)
+        if found is None:
+            raise NotFound(f"expected a record id with a prediction, got {record_id!r}")
+        p, offset = found
+        batch = self.log.read("predictions", p, offset, offset + 1)
+        event = ev.decode(batch.values[0], ev.Prediction, where=f"predictions[{p}]@{offset}")
+        return event, p, offset
+
+    def _scan(self, record_id: str) -> tuple[int, int] | None:
+        """The newest prediction of ``record_id`` by reading the topic (the index missed)."""
+        if "predictions" not in self.log.topics():
+            return None
+        best: tuple[int, int] | None = None
+        for batch in self.log.read_all("predictions"):
+            for offset, value in zip(batch.offsets, batch.values, strict=True):
+                if record_id.encode() in value and _read_id(value).record_id == record_id:
+                    best = (batch.partition, offset)
+        return best
+
+
+def new_record(endpoint: str, fields: dict[str, Any] | None, where: str) -> ev.Record:
+    """A record from the native API's shape ``{"id"?, "key"?, "ts"?, "features": {...}}``."""
+    check_endpoint(endpoint)
+    try:
+        body = msgspec.convert(fields, _RecordBody)
+    except msgspec.ValidationError as exc:
+        raise InputError(
+            f"expected a record {{id?, key?, ts?, features}}, got {exc}", where=where
+        ) from None
+    return ev.Record(
+        id=body.id or new_id(), endpoint=endpoint, key=body.key, ts=body.ts or ev.now(),
+        features=body.features,
+    )  # fmt: skip
+
+
+class _RecordBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    id: str | None = None
+    key: str | None = None
+    ts: ev.UtcTime | None = None
+    features: dict[str, ev.Feature]
+
+
+def spec_from_body(body: bytes) -> RouteSpec:
+    from eventml.serving.spec import parse_spec
+
+    return parse_spec(body, where="request body")

@@ -1,0 +1,158 @@
+"""The HTTP API as one Starlette app: :func:`create_app`.
+
+Routes: the Open Inference Protocol v2 (:mod:`eventml.api.oip`), the native JSON API
+(:mod:`eventml.api.native`), ``/openapi.json`` (:mod:`eventml.api.openapi`).
+
+Every request passes :class:`Guard` first: at most ``max_in_flight`` requests are served
+at once (more are answered 429 with ``Retry-After`` at once, so memory stays bounded),
+bodies over the limit are refused with 413 (64 MiB for ``POST /api/models``, 8 MiB
+otherwise; checked on ``Content-Length`` and again while reading), a request that takes
+longer than ``timeout_s`` is answered 503, and each answer is counted in the Prometheus
+metrics by route template. Errors are ``{"error": "..."}`` with the status the eventml
+error carries (4xx for bad input); an unknown path or method is 404 / 405.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from eventml.api import native, oip
+from eventml.api._http import error, json
+from eventml.api._service import ApiOptions, Service
+from eventml.api.auth import TokenStore
+from eventml.api.metrics import Metrics
+from eventml.api.openapi import document
+from eventml.config import Settings
+from eventml.log import Log
+
+_EXEMPT = ("/v2/health/live", "/v2/health/ready")
+
+
+class Guard:
+    """Concurrency limit, body size limit, timeout and metrics around the app."""
+
+    def __init__(self, app: ASGIApp, options: ApiOptions, metrics: Metrics) -> None:
+        self.app = app
+        self.options = options
+        self.metrics = metrics
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [0]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        path: str = scope["path"]
+        try:
+            refusal = self._refuse(scope, path)
+            if refusal is not None:
+                await refusal(scope, receive, sending)
+                return
+            self.in_flight += 1
+            self.metrics.in_flight.inc()
+            try:
+                with anyio.fail_after(self.options.timeout_s):
+                    await self.app(scope, receive, sending)
+            except TimeoutError:
+                if status[0] == 0:
+                    msg = f"expected an answer within {self.options.timeout_s} s, got none in time"
+                    await error(msg, 503, {"Retry-After": "1"})(scope, receive, sending)
+            finally:
+                self.in_flight -= 1
+                self.metrics.in_flight.dec()
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe(scope["method"], template, status[0], time.perf_counter() - start)
+
+    def _refuse(self, scope: Scope, path: str) -> Response | None:
+        if self.in_flight >= self.options.max_in_flight and path not in _EXEMPT:
+            self.metrics.overload.inc()
+            return error(
+                f"expected at most {self.options.max_in_flight} requests in flight, got more: "
+                "retry later",
+                429,
+                {"Retry-After": "1"},
+            )
+        limit = self.options.max_upload if path == "/api/models" else self.options.max_body
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit():
+                    return error(f"expected a numeric Content-Length, got {value!r}", 400)
+                if int(value) > limit:
+                    return error(f"expected a body of at most {limit} bytes, got {int(value)}", 413)
+        return None
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):
+        text = {404: "expected a known path", 405: f"expected another method than {request.method}"}
+        message = text.get(exc.status_code, exc.detail)
+        return error(
+            f"{message}, got {request.method} {request.url.path}",
+            exc.status_code,
+            dict(exc.headers or {}),
+        )
+    return error(f"internal error: {type(exc).__name__}", 500)
+
+
+async def _openapi(request: Request) -> Response:
+    return json(document())
+
+
+def create_app(
+    log: Log,
+    settings: Settings,
+    auth: TokenStore | None = None,
+    options: ApiOptions | None = None,
+) -> Starlette:
+    """The API over ``log``; ``auth=None`` serves without tokens (``--no-auth``)."""
+    opts = options or ApiOptions()
+    metrics = Metrics()
+    svc = Service(log, settings, opts, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(svc.start)
+        if opts.freeze_gc:
+            gc.collect()
+            gc.freeze()  # models and views loaded at start: never walked by the collector again
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(svc.stop)
+
+    routes: list[Any] = [
+        *oip.routes(),
+        *native.routes(),
+        Route("/openapi.json", _openapi, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _http_error},
+    )
+    app.state.service = svc
+    app.state.auth = auth
+    app.add_middleware(Guard, options=opts, metrics=metrics)
+    return app
