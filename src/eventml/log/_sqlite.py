@@ -13,6 +13,7 @@ process crash; ``EVENTML_SQLITE_SYNC=full`` also survives power loss.
 
 from __future__ import annotations
 
+import operator
 import os
 import sqlite3
 import threading
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from eventml.config import Settings
 from eventml.errors import InputError, LogUnavailable, NotFound
@@ -238,15 +240,22 @@ class SqliteLog(LocalLog):
             table = self._table(topic, partition)
             start = max(start, 0)
             rows = self._db.execute(
-                f"SELECT ts, key, value FROM {table} WHERE off >= ? AND off < ? "
-                "ORDER BY off LIMIT ?",
+                f"SELECT value FROM {table} WHERE off >= ? AND off < ? ORDER BY off LIMIT ?",
                 (start, (1 << 62) if stop is None else stop, -1 if limit is None else limit),
             ).fetchall()
         if not rows:
             return Batch(topic, partition, range(start, start), (), (), ())
-        ts, keys, values = zip(*rows, strict=True)
-        # Offsets are gapless, so the rows are exactly start, start + 1, ...
-        return Batch(topic, partition, range(start, start + len(rows)), ts, keys, values)
+        # Offsets are gapless, so the rows are exactly start, start + 1, ...; timestamps and
+        # keys (rarely read) are fetched on first use: the rows never change once written.
+        end = start + len(rows)
+        return Batch(
+            topic,
+            partition,
+            range(start, end),
+            _Column(self, table, "ts", start, end),
+            _Column(self, table, "key", start, end),
+            list(map(_first, rows)),
+        )
 
     def end_offsets(self, topic: str) -> list[int]:
         with self._lock:
@@ -349,6 +358,45 @@ class SqliteLog(LocalLog):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+_first = operator.itemgetter(0)
+
+
+class _Column(Sequence[Any]):
+    """One column of a read range, queried when first used."""
+
+    def __init__(self, log: SqliteLog, table: str, column: str, start: int, end: int) -> None:
+        self._args = (log, table, column, start, end)
+        self._values: list[Any] | None = None
+
+    def _load(self) -> list[Any]:
+        if self._values is None:
+            log, table, column, start, end = self._args
+            with log._lock:
+                rows = log._db.execute(
+                    f"SELECT {column} FROM {table} WHERE off >= ? AND off < ? ORDER BY off",
+                    (start, end),
+                ).fetchall()
+            self._values = list(map(_first, rows))
+        return self._values
+
+    def __len__(self) -> int:
+        return self._args[4] - self._args[3]
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._load()[i]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._load())
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._load())
 
 
 class _SqliteTransaction(TransactionContext, Transaction):
