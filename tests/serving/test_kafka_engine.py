@@ -411,11 +411,12 @@ def test_run_against_a_closed_port_exits_2_naming_the_address() -> None:
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason=(
-        "known defect (issue 8 stays open): after the broker restarts, the engine's own "
-        "transaction from before the outage still holds the group's committed offsets; its "
-        "producer was dropped without finishing the abort, and the engine waits on itself"
+        "known intermittent defect (issue 8 stays open): in some runs, after the broker "
+        "restarts, the engine's own transaction from before the outage still holds the "
+        "group's committed offsets (its producer was dropped mid-abort) and the engine waits "
+        "on itself; in others it recovers and the test passes"
     ),
 )
 def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from itertools import repeat
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -222,10 +221,17 @@ class SqliteLog(LocalLog):
         last = cur.execute(f"SELECT off, ts FROM {table} ORDER BY off DESC LIMIT 1").fetchone()
         stamp = now_ms()
         start, ts = (0, stamp) if last is None else (last[0] + 1, max(stamp, last[1]))
-        cur.executemany(
-            f"INSERT INTO {table}(off, ts, key, value) VALUES (?, {ts}, ?, ?)",
-            zip(range(start, start + len(values)), keys or repeat(None), values, strict=False),
-        )
+        offsets = range(start, start + len(values))
+        if keys is None:  # the common case: one bound parameter fewer per row
+            cur.executemany(
+                f"INSERT INTO {table}(off, ts, value) VALUES (?, {ts}, ?)",
+                zip(offsets, values, strict=True),
+            )
+        else:
+            cur.executemany(
+                f"INSERT INTO {table}(off, ts, key, value) VALUES (?, {ts}, ?, ?)",
+                zip(offsets, keys, values, strict=True),
+            )
         return start
 
     def read(
