@@ -37,7 +37,7 @@ from eventml import events as ev
 from eventml.config import TOPICS, Settings, topic_partitions
 from eventml.ingest import SendOptions, send_file
 from eventml.log import Log, open_log
-from eventml.models.base import FloatRows, LoadedModel
+from eventml.models.base import LoadedModel
 from eventml.models.registry import Registry, load_model, push_model
 from eventml.serving.routes import deploy
 
@@ -177,7 +177,7 @@ def scorer(
     ) -> list[ev.Prediction]:
         records: list[ev.Record] = ev.decode_many(values, ev.Record)
         start = time.perf_counter_ns()
-        outputs = model.predict_batch(FloatRows([r.features for r in records]))
+        outputs = model.predict_batch([r.features for r in records])
         per_record = (time.perf_counter_ns() - start) / 1e6 / len(records)
         now = ev.now()
         return [

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from eventml import events as ev
+from eventml._cli_options import DataOpt, JsonOpt
 from eventml.config import TOPICS, Settings, topic_partitions
 from eventml.errors import EventmlError
 from eventml.ingest import FileFormat, SendOptions, check_source, send_file
@@ -33,18 +34,6 @@ app.add_typer(log_app, name="log")
 
 out = Console()
 err = Console(stderr=True)
-
-DataOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--data",
-        "--log",
-        envvar="EVENTML_LOG",
-        show_envvar=True,
-        help="The log: a folder (default ./eventml-data), sqlite:///file, memory://, kafka://host:port.",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 
 def _open(data: str | None) -> Log:

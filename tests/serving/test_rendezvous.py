@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -357,4 +356,3 @@ def test_online_requests_are_logged_and_not_scored_again(tmp_path: Path) -> None
     assert len(preds) == 1
     assert preds[0].source == ev.Source(topic="records", partition=0, offset=0)
     assert (preds[0].model, preds[0].output) == ("lr", answer.output)
-    time.sleep(0)

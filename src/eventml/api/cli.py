@@ -7,18 +7,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from eventml._cli_options import DataOpt
 from eventml.config import Settings
 from eventml.errors import ConfigError
 
 err = Console(stderr=True)
 
-DataOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--data", "--log", envvar="EVENTML_LOG", show_envvar=True,
-        help="The log: a folder (default ./eventml-data), sqlite:///file, memory://, kafka://host:port.",
-    ),
-]  # fmt: skip
 TokensOpt = Annotated[
     str | None,
     typer.Option(

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from eventml import events as ev
+from eventml._cli_options import DataOpt, JsonOpt
 from eventml.config import Settings
 from eventml.errors import InputError
 from eventml.log import Log, open_log
@@ -27,17 +28,6 @@ from eventml.log import Log, open_log
 out = Console()
 err = Console(stderr=True)
 
-DataOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--data",
-        "--log",
-        envvar="EVENTML_LOG",
-        show_envvar=True,
-        help="The log: a folder (default ./eventml-data), sqlite:///file, memory://, kafka://host:port.",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 SinceOpt = Annotated[
     str | None, typer.Option(help="Only records with event time at or after (RFC 3339).")
 ]

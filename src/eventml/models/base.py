@@ -27,8 +27,6 @@ from __future__ import annotations
 import abc
 import functools
 import io
-import itertools
-import operator
 import re
 import tarfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -114,10 +112,6 @@ def unpack_folder(payload: bytes, into: Path) -> None:
         tar.extractall(into, filter="data")
 
 
-class FloatRows(list[Mapping[str, ev.Feature]]):
-    """Rows whose feature values are all floats or None (decoded with a typed decoder)."""
-
-
 class FeatureMatrix:
     """Maps record features onto a model's input columns by normalized name."""
 
@@ -144,28 +138,17 @@ class FeatureMatrix:
                 self._layouts[layout] = found
         return found
 
-    def matrix(
-        self,
-        rows: Sequence[Mapping[str, ev.Feature]],
-        dtype: Any = np.float64,
-        floats: bool = False,
-    ) -> Any:
+    def matrix(self, rows: Sequence[Mapping[str, ev.Feature]], dtype: Any = np.float64) -> Any:
         """A ``[len(rows), len(names)]`` array; missing values (None) are NaN.
 
         Raises :class:`~eventml.errors.SchemaMismatch` naming the row and feature when a
-        feature is absent or not a number. ``floats=True`` (or rows given as
-        :class:`FloatRows`) promises every value is already a float or None, as the engine's
-        typed decoder guarantees, and takes a path about three times faster; without the
-        promise every value's type is checked.
+        feature is absent or not a number. Rows given as :class:`EncodedRows` (the engine)
+        are read straight from their bytes when they share one all-float layout.
         """
         if isinstance(rows, EncodedRows):
             encoded = rows.matrix(self.names, key=normalize)
             if encoded is not None:
                 return encoded.astype(dtype, copy=False)
-        if (floats or isinstance(rows, FloatRows)) and rows:
-            fast = self._fast(rows)
-            if fast is not None:
-                return fast.astype(dtype, copy=False)
         out = np.empty((len(rows), len(self.names)), dtype=np.float64)
         layout: tuple[str, ...] | None = None
         fields: list[str | None] = []
@@ -186,21 +169,6 @@ class FeatureMatrix:
             except (TypeError, ValueError):
                 raise self._bad_value(row, fields, r) from None
         return out.astype(dtype, copy=False)
-
-    def _fast(self, rows: Sequence[Mapping[str, ev.Feature]]) -> Any:
-        """All rows in one ``np.fromiter`` when they share the first row's field layout."""
-        fields = self.columns_for(rows[0])
-        if None in fields:
-            return None
-        getter = operator.itemgetter(*fields)
-        values = map(getter, rows) if len(fields) > 1 else ((getter(r),) for r in rows)
-        try:
-            flat = np.fromiter(
-                itertools.chain.from_iterable(values), np.float64, len(rows) * len(fields)
-            )
-        except (KeyError, TypeError, ValueError):
-            return None  # a row with another layout or a missing value: the checked path
-        return flat.reshape(len(rows), len(fields))
 
     def _bad_value(
         self, row: Mapping[str, ev.Feature], fields: list[str | None], r: int

@@ -328,7 +328,11 @@ class Engine:
             if not items:
                 return []
         keys = [it.record.key or it.record.id for it in items]
-        ctx = Context(keys=keys, bandit=self._bandit(route, spec), metrics=self._metrics(roles))
+        ctx = Context(
+            keys=keys,
+            bandit=self._bandit(route, spec),
+            metrics=self._metrics(roles) if spec.quality_metric else {},
+        )
         decisions = decide(spec, results, len(items), ctx)
         return self._predictions(route, spec, items, results, decisions)
 
