@@ -201,7 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--swap-seconds", type=float, default=10.0)
+    parser.add_argument("--swap-seconds", type=float, default=10.0, help="0: no hot-swap run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -227,6 +227,8 @@ def main() -> None:
             ("raw", "raw onnxruntime batch-1000"),
         ):
             print(f"{label:28}{med[key]:>12,.0f}{med[key] / med['bare']:>9.2f}x")
+        if args.swap_seconds <= 0:
+            return
         swap = hot_swap(model_a, model_b, root, args.swap_seconds)
         ratio = (
             swap["swap_p99_ms"] / swap["steady_p99_ms"] if swap["steady_p99_ms"] else float("nan")

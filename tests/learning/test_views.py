@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ from eventml import events as ev
 from eventml.config import Settings
 from eventml.errors import InputError
 from eventml.learning.labels import append_labels, labels_from_json, parse_window, read_label_file
-from eventml.learning.views import ViewSpec, build_view, read_view, view_hash, write_view
+from eventml.learning.views import View, ViewSpec, build_view, read_view, view_hash, write_view
 from eventml.log import Log, open_log
 from tests.learning.helpers import BASE, at, record_labels, write_predictions
 
@@ -281,3 +282,60 @@ def test_labels_from_a_json_body(log: Log) -> None:
     with pytest.raises(InputError) as exc:
         labels_from_json({"record_id": "r000000"})
     assert str(exc.value) == "expected a JSON list of labels, got a dict"
+
+
+def fresh(log: Log, folder: Path, spec: ViewSpec) -> View:
+    """The view folded from scratch: the stored folds removed first."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return build_view(log, spec)
+
+
+def test_stored_fold_brought_up_to_date_equals_a_fresh_fold(tmp_path: Path) -> None:
+    log = open_log(str(tmp_path), Settings(partitions=2))
+    folder = tmp_path / "log.sqlite.views"
+    preds = write_predictions(log, 120)
+    append_labels(log, record_labels([p.record_id for p in preds[:60]], [i % 2 for i in range(60)]))
+    first = build_view(log, ViewSpec(endpoint="churn"))
+    assert sorted(p.name for p in folder.iterdir())[0] == "labels.arrow"
+    # more predictions, one of another layout, a relabel and new labels since the fold
+    more = [
+        ev.Prediction(record_id=f"n{i}", endpoint="churn", key="k", ts=at(i), scored_at=at(i),
+                      status="ok", model="m", version=1, features={"a": float(i), "b": i},
+                      output={"label": "1", "probabilities": {"0": 0.25, "1": 0.75}})
+        for i in range(10)
+    ]  # fmt: skip
+    log.append("predictions", [ev.encode(p) for p in more], partition=1)
+    append_labels(log, record_labels([preds[3].record_id, "n2", "n5"], [1, 0, 1], ts=at(500)))
+    for spec in (ViewSpec(endpoint="churn"), ViewSpec(endpoint="churn", labelled=False)):
+        warm = build_view(log, spec)
+        cold = fresh(log, folder, spec)
+        assert warm.table.equals(cold.table)
+        assert (warm.hash, warm.features, warm.labels) == (cold.hash, cold.features, cold.labels)
+    assert warm.hash != first.hash
+    view = build_view(log, ViewSpec(endpoint="churn"))
+    assert view.rows == 62
+    rows = {r["record_id"]: r for r in view.table.to_pylist()}
+    assert (rows[preds[3].record_id]["label"], rows["n2"]["label"], rows["n5"]["label"]) == (
+        "1", "0", "1",
+    )  # fmt: skip
+    assert msgspec.json.decode(rows["n2"]["features"]) == {"a": 2.0, "b": 2}
+    assert (rows["n2"]["feature.b"], rows["n2"]["served_label"]) == (2.0, "1")
+
+
+def test_stored_fold_of_another_log_is_not_used(tmp_path: Path) -> None:
+    log = open_log(str(tmp_path), Settings())
+    write_predictions(log, 30)
+    append_labels(log, record_labels([f"r{i:06d}" for i in range(30)], [1] * 30))
+    build_view(log, ViewSpec(endpoint="churn"))
+    log.close()
+    for path in tmp_path.glob("log.sqlite*"):
+        if path.is_file():
+            path.unlink()
+    log = open_log(str(tmp_path), Settings())  # a new log at the same path, same offsets
+    preds = write_predictions(log, 30, seed=9)
+    append_labels(log, record_labels([p.record_id for p in preds], [0] * 30))
+    view = build_view(log, ViewSpec(endpoint="churn"))
+    assert view.labels == {"0": 30}
+    spec = ViewSpec(endpoint="churn")
+    assert view.table.equals(fresh(log, tmp_path / "log.sqlite.views", spec).table)
+    log.close()

@@ -7,6 +7,7 @@ The expected figures are computed here straight from the JPMML reference outputs
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +136,15 @@ def test_regression_gate_and_a_candidate_whose_inputs_do_not_match(
         exc.value
     )
     assert list(Registry.from_log(wine).routes["wine"]) == before
+
+
+def test_replay_from_the_stored_fold_equals_one_folded_afresh(wine: Log) -> None:
+    first = replay(wine, "wine-tree:1", "wine", segment_by="alcohol")  # stores the fold
+    db: Path = getattr(wine, "path")  # noqa: B009 - the embedded log's file
+    folder = db.with_name(db.name + ".views")
+    assert sorted(p.name for p in folder.iterdir())[0] == "labels.arrow"
+    warm = replay(wine, "wine-tree:1", "wine", segment_by="alcohol")
+    shutil.rmtree(folder)
+    cold = replay(wine, "wine-tree:1", "wine", segment_by="alcohol")
+    assert warm.to_dict() == cold.to_dict() == first.to_dict()
+    assert np.array_equal(warm.candidate_scores, cold.candidate_scores)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from eventml import events as ev
@@ -29,6 +30,7 @@ from eventml.config import Settings
 from eventml.errors import ModelRejected, SchemaMismatch
 from eventml.log import open_log
 from eventml.models import formats
+from eventml.models._rows import EncodedRows
 from eventml.models.base import normalize
 from eventml.models.registry import Registry, load_model, push_model
 
@@ -108,6 +110,20 @@ class FormatConformance:
             model = load_model(Registry.from_log(log).descriptor_with_payload(log, "m", 1))
         renamed = [{normalize(k).upper(): v for k, v in r.items()} for r in rows]
         assert_outputs_close(model.predict_batch(renamed), expected, self.tolerance)
+
+    def test_every_way_to_pass_rows_scores_the_same(
+        self, artefact: Path, features: tuple[str, ...], rows: list[dict[str, ev.Feature]]
+    ) -> None:
+        """A list of dicts and encoded records (the batch fast paths) equal the row loop."""
+        with open_log("memory://", Settings()) as log:
+            push_model(log, artefact, "m", features=features)
+            model = load_model(Registry.from_log(log).descriptor_with_payload(log, "m", 1))
+        batch = (rows * (40 // len(rows) + 1))[: max(40, len(rows))]
+        by_row = list(model.predict_batch(tuple(batch)))  # not a list: row by row
+        assert list(model.predict_batch(batch)) == by_row
+        encoded = EncodedRows([msgspec.msgpack.encode(r) for r in batch])
+        assert list(model.predict_batch(encoded)) == by_row
+        model.close()
 
     def test_a_row_without_a_feature_is_a_schema_mismatch(
         self, artefact: Path, features: tuple[str, ...], rows: list[dict[str, ev.Feature]]

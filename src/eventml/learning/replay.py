@@ -31,11 +31,12 @@ from typing import Any
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from eventml.errors import InputError
 from eventml.learning.metrics import calibration, classification_metrics, psi, regression_metrics
 from eventml.learning.score import Scored, score
-from eventml.learning.views import FEATURE_PREFIX, ViewSpec, build_view
+from eventml.learning.views import FEATURE_PREFIX, SERVED_PROBA, ViewSpec, replay_view
 from eventml.log import Log
 from eventml.models.registry import Registry, load_model
 
@@ -62,9 +63,23 @@ class Replay:
         }  # fmt: skip
 
 
+def _floats(column: pa.ChunkedArray) -> np.ndarray:
+    """A numeric column as float64, nulls as NaN."""
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
 def _served_scores(table: pa.Table, kind: str, positive: str | None) -> np.ndarray:
+    """What was served per row: the value, or the probability of ``positive`` (NaN if none).
+
+    Read from the ``served_proba.CLASS`` columns of a replay view; a table from
+    :func:`~eventml.learning.views.build_view` has only the ``output`` text to decode.
+    """
     if kind == "regression":
-        return np.asarray(table["served_value"].to_numpy(zero_copy_only=False), dtype=np.float64)
+        return _floats(table["served_value"])
+    if SERVED_PROBA + str(positive) in table.column_names:
+        return _floats(table[SERVED_PROBA + str(positive)])
+    if "output" not in table.column_names:
+        return np.full(table.num_rows, np.nan)  # a replay view: nothing served probabilities
     outputs = msgspec.json.decode("[" + ",".join(table["output"].to_pylist()) + "]")
     out = np.full(len(outputs), np.nan)
     for i, o in enumerate(outputs):
@@ -99,7 +114,7 @@ def replay(
     registry = Registry.from_log(log)
     d = registry.resolve(ref)
     name = f"{d.name}:{d.version}"
-    view = build_view(
+    view = replay_view(
         log, ViewSpec(endpoint=endpoint, since=since, until=until, labelled=False, validation=0)
     )
     table = view.table
@@ -110,7 +125,13 @@ def replay(
     model = load_model(registry.descriptor_with_payload(log, d.name, d.version))
     try:
         n = table.num_rows
-        scored = score(model, table, name, (lambda done: progress(done, n)) if progress else None)
+        scored = score(
+            model,
+            table,
+            name,
+            (lambda done: progress(done, n)) if progress else None,
+            rows=view.feature_bytes,
+        )
     finally:
         model.close()
     return compare(scored, table, name, endpoint, segment_by=segment_by, tolerance=tolerance)
@@ -134,20 +155,27 @@ def compare(
     has_served = ~np.isnan(served)
     compared = labelled & has_served if (labelled & has_served).any() else labelled
     y_all = (
-        np.asarray(table["label"].to_pylist(), dtype=object)
+        np.asarray(table["label"].to_numpy(zero_copy_only=False), dtype=object)
         if kind == "classification"
-        else np.asarray(table["label_value"].to_numpy(zero_copy_only=False), dtype=np.float64)
+        else _floats(table["label_value"])
     )
-    served_labels = np.asarray(table["served_label"].to_pylist(), dtype=object)
+    served_labels = np.asarray(table["served_label"].to_numpy(zero_copy_only=False), dtype=object)
     cand_labels = scored.labels if scored.labels is not None else cand
 
+    done: list[tuple[np.ndarray, dict[str, float]]] = []
+
     def block(mask: np.ndarray) -> dict[str, float]:
+        # a segment often holds exactly the compared rows (one served version): same figures
+        for seen, figures in done:
+            if np.array_equal(seen, mask):
+                return dict(figures)
         m = _metrics(kind, y_all[mask], cand_labels[mask], cand[mask], positive)
         both = mask & has_served
         if both.any():
             m.update(
                 _metrics(kind, y_all[both], served_labels[both], served[both], positive, "served_")
             )
+        done.append((mask, dict(m)))
         return m
 
     metrics = block(compared)
@@ -173,15 +201,22 @@ def compare(
             both = compared & has_served
             calib["served"] = calibration(y_all[both] == positive, served[both])
     segments: list[dict[str, Any]] = []
-    models = table["model"].to_pylist()
-    versions = table["version"].to_pylist()
-    served_by = np.array(
-        [f"{m}:{v}" if m is not None else "(none)" for m, v in zip(models, versions, strict=True)],
-        dtype=object,
-    )
-    for seg in sorted(set(served_by.tolist())):
-        mask = (served_by == seg) & labelled
-        segments.append({"by": "served", "segment": seg, "rows": int((served_by == seg).sum()),
+    # "NAME:VERSION" per row ("(none)" without a model), as dictionary codes: one pass
+    version = pc.cast(table["version"], pa.string())
+    served_by = pc.if_else(
+        pc.is_null(table["model"]),
+        "(none)",
+        pc.binary_join_element_wise(
+            table["model"], version, ":", null_handling="replace", null_replacement="None"
+        ),
+    ).combine_chunks()
+    coded = pc.dictionary_encode(served_by)
+    codes = np.asarray(coded.indices.to_numpy(zero_copy_only=False))
+    names = coded.dictionary.to_pylist()
+    for code in sorted(range(len(names)), key=names.__getitem__):
+        rows = codes == code
+        mask = rows & labelled
+        segments.append({"by": "served", "segment": names[code], "rows": int(rows.sum()),
                          "labelled": int(mask.sum()), **block(mask)})  # fmt: skip
     if segment_by is not None:
         x = np.asarray(

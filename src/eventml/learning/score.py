@@ -2,9 +2,11 @@
 
 Two paths, same answers:
 
-- the general path hands each batch's ``features`` (the prediction events' own features,
-  decoded from the view) to :meth:`LoadedModel.predict_batch`, so any format scores
-  exactly what it would have been served;
+- the general path hands each batch's features (the prediction events' own feature maps:
+  their MessagePack bytes when the view was folded from the log, as the engine hands
+  them, else decoded from the view's ``features`` text) to
+  :meth:`LoadedModel.predict_batch`, so any format scores exactly what it would have
+  been served;
 - a model that exposes an onnxruntime ``session`` with one wide ``[N, k]`` input (what
   ``eventml train`` writes) is fed the view's float columns directly as one float32
   matrix per batch: the same numbers the format's own feature mapping would build,
@@ -14,7 +16,7 @@ Two paths, same answers:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ import pyarrow as pa
 
 from eventml.errors import InputError, SchemaMismatch
 from eventml.learning.views import FEATURE_PREFIX, class_name
+from eventml.models._rows import EncodedRows
 from eventml.models.base import LoadedModel, normalize
 
 BATCH = 20_000
@@ -72,13 +75,12 @@ def feature_columns(model: LoadedModel, table: pa.Table, ref: str) -> list[str]:
     return cols
 
 
-def matrix(table: pa.Table, cols: list[str]) -> np.ndarray:
-    """The columns as a float64 ``[rows, len(cols)]`` array; nulls are NaN."""
-    if not cols:
-        return np.empty((table.num_rows, 0))
-    return np.column_stack(
-        [np.asarray(table[c].to_numpy(zero_copy_only=False), dtype=np.float64) for c in cols]
-    )
+def matrix(table: pa.Table, cols: list[str], dtype: Any = np.float64) -> np.ndarray:
+    """The columns as a ``[rows, len(cols)]`` array of ``dtype`` (float64); nulls are NaN."""
+    out = np.empty((table.num_rows, len(cols)), dtype)
+    for j, c in enumerate(cols):
+        out[:, j] = table[c].to_numpy(zero_copy_only=False)
+    return out
 
 
 def _fast_session(model: LoadedModel) -> Any:
@@ -101,8 +103,13 @@ def score(
     ref: str,
     progress: Callable[[int], None] | None = None,
     batch: int = BATCH,
+    rows: pa.ChunkedArray | None = None,
 ) -> Scored:
-    """Score every row of a view table with ``model`` (see the module docstring)."""
+    """Score every row of a view table with ``model`` (see the module docstring).
+
+    ``rows``: each row's features as MessagePack (:attr:`View.feature_bytes`, binary);
+    without them the general path decodes the table's ``features`` text.
+    """
     if model.kind not in ("classification", "regression"):
         raise InputError(
             f"expected a classifier or a regressor for replay, got {model.kind} model {ref}"
@@ -117,7 +124,7 @@ def score(
     if session is not None:
         name = session.get_inputs()[0].name
         dtype = np.float32 if session.get_inputs()[0].type == "tensor(float)" else np.float64
-        x_all = matrix(table, cols).astype(dtype)
+        x_all = matrix(table, cols, dtype)
         for start in range(0, n, batch):
             raw = session.run(None, {name: x_all[start : start + batch]})
             if model.kind == "classification":
@@ -128,12 +135,15 @@ def score(
                 progress(min(start + batch, n))
     else:
         decode = msgspec.json.Decoder(list[dict[str, Any]]).decode
-        feats = table["features"]
         for start in range(0, n, batch):
-            chunk = feats.slice(start, batch).to_pylist()
-            rows = decode("[" + ",".join(chunk) + "]")
+            chunk: Sequence[Any]
+            if rows is not None:
+                chunk = EncodedRows(rows.slice(start, batch).to_pylist())
+            else:
+                text = table["features"].slice(start, batch).to_pylist()
+                chunk = decode("[" + ",".join(text) + "]")
             try:
-                outputs = model.predict_batch(rows)
+                outputs = model.predict_batch(chunk)
             except SchemaMismatch as exc:
                 raise InputError(
                     f"expected the events' features to fit model {ref}, got {exc.message}",

@@ -21,7 +21,19 @@ integer microseconds since the epoch) in that order, so the same events give the
 hash and any changed label, feature or filter gives another.
 
 Decoded events are loaded into Arrow tables and joined in DuckDB (extension autoinstall
-and autoload off: no network).
+and autoload off: no network). The fold decodes only the fields a view reads (slim
+msgspec Structs; the features stay MessagePack bytes until a column needs them), and
+feature maps sharing one all-float layout become float columns straight from their bytes
+(:func:`_float_grid`). :func:`replay_view` is the same fold without the JSON text columns
+and the hash, which replay does not read; it keeps served probabilities as float columns.
+
+Stored folds (a materialized view, kept up to date): with the embedded log, the decoded
+events (one row per prediction of an endpoint, one per label) are kept as Arrow IPC files
+in ``<log file>.views/`` with the end offsets they cover, and the next view only decodes
+the events appended since (:class:`_Store`). They hold decoded events, never joined rows:
+every view joins the labels again, so a newer label always changes its rows. Deleting the
+folder is always safe (the next view folds the log from the start); other logs fold from
+the start every time.
 """
 
 from __future__ import annotations
@@ -29,7 +41,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import operator
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,15 +56,30 @@ import pyarrow.compute as pc
 from eventml import events as ev
 from eventml.errors import InputError, expected_got
 from eventml.learning.labels import TOPIC as LABELS
-from eventml.log import Log
+from eventml.log import Batch, Log
 
 PREDICTIONS = "predictions"
 FEATURE_PREFIX = "feature."
+SERVED_PROBA = "served_proba."
+"""Prefix of :func:`replay_view`'s float columns: the served probability of each class."""
 HASHED = (
     "record_id", "endpoint", "key", "ts", "status", "model", "version", "output", "features",
     "label_json", "label_ts", "split",
 )  # fmt: skip
 _TS = pa.timestamp("us", tz="UTC")
+_SELECTED = (
+    "pos",
+    "part",
+    "off",
+    "record_id",
+    "endpoint",
+    "key",
+    "ts",
+    "model",
+    "version",
+    "status",
+)
+_GRID_ROWS = 65_536  # rows per numpy pass over feature bytes: bounded memory, same result
 
 
 class ViewSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,14 +102,26 @@ class ViewSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 @dataclass
 class View:
-    """A built view: the table, its content hash and its feature names."""
+    """A built view: the table, its feature names and (computed on first use) its content hash.
+
+    ``feature_bytes``: each row's features as the log holds them (a binary column of
+    MessagePack maps), for a view folded from the log (None for one read from a file).
+    """
 
     table: pa.Table
-    hash: str
     features: list[str]
     spec: ViewSpec | None = None
     cutoff: datetime | None = None
     labels: dict[str, int] = field(default_factory=dict)
+    feature_bytes: pa.ChunkedArray | None = field(default=None, repr=False)
+    _hash: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def hash(self) -> str:
+        """The content hash (module docstring); hashing every row is paid only when asked."""
+        if self._hash is None:
+            self._hash = view_hash(self.table)
+        return self._hash
 
     @property
     def rows(self) -> int:
@@ -92,6 +132,8 @@ class View:
 
 
 class _Pred(msgspec.Struct, frozen=True, tag="Prediction", gc=False):
+    """The fields of a prediction a view reads (msgspec skips the others)."""
+
     record_id: str
     endpoint: str
     ts: ev.UtcTime
@@ -103,12 +145,36 @@ class _Pred(msgspec.Struct, frozen=True, tag="Prediction", gc=False):
     output: msgspec.Raw = msgspec.Raw(b"\xc0")  # MessagePack nil when absent
 
 
+class _Label(msgspec.Struct, frozen=True, tag="Label", gc=False):
+    """The fields of a label a view reads (``source`` is skipped)."""
+
+    value: float | int | str | bool
+    ts: ev.UtcTime
+    record_id: str | None = None
+    endpoint: str | None = None
+    key: str | None = None
+    window_start: ev.UtcTime | None = None
+    window_end: ev.UtcTime | None = None
+
+
 _read_preds = msgspec.msgpack.Decoder(list[_Pred]).decode
-_read_labels = msgspec.msgpack.Decoder(list[ev.Label]).decode
+_read_labels = msgspec.msgpack.Decoder(list[_Label]).decode
 _read_feature_rows = msgspec.msgpack.Decoder(list[dict[str, ev.Feature]]).decode
 _read_float_rows = msgspec.msgpack.Decoder(list[dict[str, float | None]]).decode
 _read_outputs = msgspec.msgpack.Decoder(list[dict[str, Any] | None]).decode
 _json = msgspec.json.Encoder()
+_PRED_FIELDS = ("record_id", "key", "ts", "status", "model", "version", "features", "output")
+_LABEL_FIELDS = ("record_id", "endpoint", "key", "window_start", "window_end", "value", "ts")
+
+
+def _columns(items: Sequence[Any], names: Sequence[str], into: dict[str, list[Any]]) -> None:
+    """Append each field of ``items`` to its column list.
+
+    One C-level pass per field, and no tuple per item: tuples are tracked by the cycle
+    collector, and hundreds of thousands of them make it run full collections.
+    """
+    for name in names:
+        into[name].extend(map(operator.attrgetter(name), items))
 
 
 def class_name(value: object) -> str:
@@ -124,6 +190,11 @@ def class_name(value: object) -> str:
     return str(value)
 
 
+def _name(value: object) -> tuple[str, float | None, str]:
+    """A label value's ``label``, ``label_value`` and ``label_json``."""
+    return class_name(value), _number(value), _json.encode(value).decode()
+
+
 def _number(value: object) -> float | None:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
@@ -132,61 +203,252 @@ def _number(value: object) -> float | None:
     return None
 
 
+_FOLD_FORMAT = 1  # bump when a stored fold's columns change: older files are folded again
+
+
+def _folder(log: Log) -> Path | None:
+    """Where folds are kept: beside an embedded log's file (``path``); None for other logs."""
+    path = getattr(log, "path", None)
+    return path.with_name(path.name + ".views") if isinstance(path, Path) else None
+
+
+def _mark(value: bytes) -> str:
+    return hashlib.sha256(value).hexdigest()
+
+
+def _ends(log: Log, topic: str) -> list[int]:
+    return log.end_offsets(topic) if topic in log.topics() else []
+
+
+def _batches(log: Log, topic: str, starts: Sequence[int], ends: Sequence[int]) -> Iterator[Batch]:
+    """The entries of ``topic`` from ``starts[p]`` to ``ends[p]`` of each partition, in chunks."""
+    for partition, end in enumerate(ends):
+        pos = starts[partition] if partition < len(starts) else 0
+        while pos < end:
+            batch = log.read(topic, partition, pos, end, limit=10_000)
+            if not batch.offsets:
+                break
+            yield batch
+            pos = batch.next_offset
+
+
+class _Store:
+    """A fold's table of decoded events kept beside the embedded log, with the offsets it covers.
+
+    The table holds one row per event and nothing joined, so bringing it up to date is
+    appending the rows of the events appended since: a newer label is a new row of the
+    labels fold, and every view joins labels again. A stored fold is used only when the log
+    still holds, at the last offset it covers in each partition, the very bytes it folded
+    (a sha256), so a log replaced by another at the same path is folded from scratch.
+    Written to a temporary file and renamed: a reader sees a whole fold or the previous one.
+    """
+
+    def __init__(self, log: Log, topic: str, name: str) -> None:
+        self.log, self.topic = log, topic
+        folder = _folder(log)
+        self.path = folder / f"{name}.arrow" if folder else None
+        self.table: pa.Table | None = None
+        self.ends: list[int] = []
+        self.meta: dict[str, Any] = {}
+        if self.path is not None and self.path.is_file():
+            try:
+                self._load(self.path)
+            except (OSError, KeyError, TypeError, ValueError, pa.ArrowException):
+                self.table, self.ends, self.meta = None, [], {}  # unreadable: fold again
+
+    def _load(self, path: Path) -> None:
+        with pa.memory_map(str(path)) as source:
+            table = pa.ipc.open_file(source).read_all()
+        meta = msgspec.json.decode((table.schema.metadata or {})[b"eventml.fold"])
+        if meta["format"] != _FOLD_FORMAT:
+            return
+        ends: list[int] = meta["ends"]
+        have = self.log.end_offsets(self.topic) if self.topic in self.log.topics() else []
+        if len(ends) > len(have) or any(e > h for e, h in zip(ends, have, strict=False)):
+            return
+        for partition, (end, mark) in enumerate(zip(ends, meta["marks"], strict=True)):
+            if end and _mark(self.log.read(self.topic, partition, end - 1, end).values[0]) != mark:
+                return
+        self.table, self.ends, self.meta = table.replace_schema_metadata(None), ends, meta
+
+    def save(self, table: pa.Table, meta: dict[str, Any], ends: list[int]) -> None:
+        """Keep ``table``, the fold of every event before ``ends``."""
+        if self.path is None:
+            return
+        marks = [
+            _mark(self.log.read(self.topic, p, e - 1, e).values[0]) if e else ""
+            for p, e in enumerate(ends)
+        ]
+        meta = {**meta, "format": _FOLD_FORMAT, "ends": ends, "marks": marks}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        table = table.replace_schema_metadata({b"eventml.fold": _json.encode(meta)})
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, self.path)
+
+
 class _Preds:
-    """The predictions of one endpoint in log order, as Arrow columns plus raw bytes."""
+    """The predictions of one endpoint: ``pos`` (row), ``part`` and ``off`` (log position).
+
+    Columns: the event's fields, its ``features`` and ``output`` as MessagePack (binary),
+    and what each event gives on its own: ``served_label``, ``served_value``,
+    ``served_proba.CLASS`` and, while every feature map of the endpoint shares one
+    all-float layout (``floats``: the names), the ``feature.NAME`` columns. An embedded
+    log keeps the table (:class:`_Store`); it is brought up to date, not folded again.
+    """
 
     def __init__(self, log: Log, endpoint: str, progress: Callable[[int], None] | None) -> None:
-        preds: list[_Pred] = []
-        read = 0
-        if PREDICTIONS in log.topics():
-            for batch in log.read_all(PREDICTIONS):
-                preds.extend(
-                    p for p in _read_preds(_msgpack_array(batch.values)) if p.endpoint == endpoint
+        name = "predictions-" + hashlib.sha256(endpoint.encode()).hexdigest()[:16]
+        store = _Store(log, PREDICTIONS, name)
+        ends = _ends(log, PREDICTIONS)
+        batches = _batches(log, PREDICTIONS, store.ends, ends)
+        new, floats = _fold_predictions(batches, endpoint, progress)
+        table = store.table
+        if table is None or table.num_rows == 0:
+            table = new
+        elif new.num_rows:
+            if store.meta.get("floats") != floats:  # another layout: features read per view
+                drop = [c for c in new.column_names if c.startswith(FEATURE_PREFIX)]
+                new = new.drop_columns(drop)
+                table = table.drop_columns(
+                    [c for c in table.column_names if c.startswith(FEATURE_PREFIX)]
                 )
-                read += len(batch.values)
-                if progress:
-                    progress(read)
-        self.features: list[msgspec.Raw] = [p.features for p in preds]
-        self.outputs: list[msgspec.Raw] = [p.output for p in preds]
-        self.table = pa.table(
-            {
-                "pos": pa.array(range(len(preds)), pa.int64()),
-                "record_id": pa.array([p.record_id for p in preds], pa.string()),
-                "endpoint": pa.array([p.endpoint for p in preds], pa.string()),
-                "key": pa.array([p.key for p in preds], pa.string()),
-                "ts": pa.array([p.ts for p in preds], _TS),
-                "status": pa.array([p.status for p in preds], pa.string()),
-                "model": pa.array([p.model for p in preds], pa.string()),
-                "version": pa.array([p.version for p in preds], pa.int64()),
-            }
-        )
+                floats = None
+            table = pa.concat_tables([table, new], promote_options="default")
+        else:
+            floats = store.meta.get("floats")
+        if new.num_rows or store.table is None:
+            store.save(table, {"floats": floats}, ends)
+        self.floats: list[str] | None = floats
+        self.table = table.append_column("pos", pa.array(np.arange(table.num_rows)))
+
+
+def _binary(raws: Sequence[msgspec.Raw]) -> pa.Array:
+    """MessagePack values as one Arrow binary array (one join, no object per value)."""
+    offsets = np.zeros(len(raws) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, raws), np.int64, len(raws)), out=offsets[1:])
+    data = pa.py_buffer(b"".join(raws))
+    return pa.Array.from_buffers(pa.large_binary(), len(raws), [None, pa.py_buffer(offsets), data])
+
+
+def _fold_predictions(
+    batches: Iterator[Batch], endpoint: str, progress: Callable[[int], None] | None
+) -> tuple[pa.Table, list[str] | None]:
+    """The :class:`_Preds` rows of the predictions in ``batches`` and the float feature names."""
+    cols: dict[str, list[Any]] = {name: [] for name in _PRED_FIELDS}
+    parts: list[int] = []
+    offsets: list[int] = []
+    read = 0
+    for batch in batches:
+        preds = _read_preds(_msgpack_array(batch.values))
+        if any(p.endpoint != endpoint for p in preds):
+            keep = [i for i, p in enumerate(preds) if p.endpoint == endpoint]
+            preds = [preds[i] for i in keep]
+            offsets.extend(batch.offsets[i] for i in keep)
+        else:
+            offsets.extend(batch.offsets)
+        parts.extend([batch.partition] * len(preds))
+        _columns(preds, _PRED_FIELDS, cols)
+        read += len(batch.values)
+        if progress:
+            progress(read)
+    n = len(parts)
+    record_id, key, ts, status, model, version, features, outputs = cols.values()
+    decoded: list[dict[str, Any] | None] = _read_outputs(_msgpack_array(outputs))
+    columns: dict[str, Any] = {
+        "part": pa.array(parts, pa.int64()),
+        "off": pa.array(offsets, pa.int64()),
+        "record_id": pa.array(record_id, pa.string()),
+        "endpoint": pa.array(np.full(n, endpoint, dtype=object), pa.string()),
+        "key": pa.array(key, pa.string()),
+        "ts": pa.array(ts, _TS),
+        "status": pa.array(status, pa.string()),
+        "model": pa.array(model, pa.string()),
+        "version": pa.array(version, pa.int64()),
+        "features": _binary(features),
+        "output": _binary(outputs),
+        **_served(decoded),
+    }
+    grid = _float_grid(features)
+    if grid is not None:
+        for i, name in enumerate(grid[0]):
+            columns[FEATURE_PREFIX + name] = pa.array(grid[1][i])
+    return pa.table(columns), grid[0] if grid is not None else None
+
+
+def _served(outputs: Sequence[dict[str, Any] | None]) -> dict[str, pa.Array]:
+    """``served_label``, ``served_value`` and ``served_proba.CLASS`` (null: no such class)."""
+    probas = [o.get("probabilities") if o is not None else None for o in outputs]
+    probas = [p if isinstance(p, dict) else None for p in probas]
+    classes = dict.fromkeys(c for p in probas if p for c in p if isinstance(c, str))
+    return {
+        "served_label": pa.array(
+            [None if o is None or "label" not in o else class_name(o["label"]) for o in outputs],
+            pa.string(),
+        ),
+        "served_value": pa.array(
+            [_number(o.get("value")) if o is not None else None for o in outputs], pa.float64()
+        ),
+        **{
+            SERVED_PROBA + c: pa.array(
+                [float(p[c]) if p is not None and c in p else None for p in probas], pa.float64()
+            )
+            for c in classes
+        },
+    }
 
 
 def _labels(log: Log) -> pa.Table:
-    """Every label on the log, ``seq`` numbering them in their order of arrival."""
-    labels: list[ev.Label] = []
-    order: list[tuple[int, int, int]] = []
-    if LABELS in log.topics():
-        for batch in log.read_all(LABELS):
-            labels.extend(_read_labels(_msgpack_array(batch.values)))
-            order.extend(
-                (t, batch.partition, o)
-                for t, o in zip(batch.timestamps, batch.offsets, strict=True)
-            )
-    if order != sorted(order):  # several partitions: arrival order by append time
-        labels = [lb for _, lb in sorted(zip(order, labels, strict=True), key=lambda r: r[0])]
+    """Every label on the log, ``seq`` numbering them in their order of arrival (kept like
+    :class:`_Preds`)."""
+    store = _Store(log, LABELS, "labels")
+    ends = _ends(log, LABELS)
+    new = _fold_labels(_batches(log, LABELS, store.ends, ends))
+    table = new if store.table is None else pa.concat_tables([store.table, new])
+    if new.num_rows or store.table is None:
+        store.save(table, {}, ends)
+    if len(ends) > 1:  # several partitions: arrival order by (append time, partition, offset)
+        table = table.sort_by([("stamp", "ascending"), ("part", "ascending"), ("off", "ascending")])
+    return table.append_column("seq", pa.array(np.arange(table.num_rows)))
+
+
+def _fold_labels(batches: Iterator[Batch]) -> pa.Table:
+    labels: list[_Label] = []
+    stamps: list[int] = []
+    parts: list[int] = []
+    offsets: list[int] = []
+    for batch in batches:
+        labels.extend(_read_labels(_msgpack_array(batch.values)))
+        stamps.extend(batch.timestamps)
+        parts.extend([batch.partition] * len(batch.values))
+        offsets.extend(batch.offsets)
+    n = len(labels)
+    cols: dict[str, list[Any]] = {name: [] for name in _LABEL_FIELDS}
+    _columns(labels, _LABEL_FIELDS, cols)
+    record_id, endpoint, key, start, end, values, ts = cols.values()
+    # label values repeat (a few classes): each distinct value is named once; with mixed
+    # types the type is part of the key, since 1, 1.0 and True are equal in Python but name
+    # other classes
+    keys: list[Any] = values if len(set(map(type, values))) <= 1 else list(
+        zip(map(type, values), values, strict=True)
+    )  # fmt: skip
+    named = {k: _name(k if keys is values else k[1]) for k in set(keys)}
+    label, number, text = zip(*map(named.__getitem__, keys), strict=True) if n else [()] * 3
     return pa.table(
         {
-            "seq": pa.array(range(len(labels)), pa.int64()),
-            "record_id": pa.array([lb.record_id for lb in labels], pa.string()),
-            "endpoint": pa.array([lb.endpoint for lb in labels], pa.string()),
-            "key": pa.array([lb.key for lb in labels], pa.string()),
-            "window_start": pa.array([lb.window_start for lb in labels], _TS),
-            "window_end": pa.array([lb.window_end for lb in labels], _TS),
-            "label": pa.array([class_name(lb.value) for lb in labels], pa.string()),
-            "label_value": pa.array([_number(lb.value) for lb in labels], pa.float64()),
-            "label_json": pa.array([_json.encode(lb.value).decode() for lb in labels], pa.string()),
-            "label_ts": pa.array([lb.ts for lb in labels], _TS),
+            "record_id": pa.array(record_id, pa.string()),
+            "endpoint": pa.array(endpoint, pa.string()),
+            "key": pa.array(key, pa.string()),
+            "window_start": pa.array(start, _TS),
+            "window_end": pa.array(end, _TS),
+            "label": pa.array(label, pa.string()),
+            "label_value": pa.array(number, pa.float64()),
+            "label_json": pa.array(text, pa.string()),
+            "label_ts": pa.array(ts, _TS),
+            "stamp": pa.array(stamps, pa.int64()),
+            "part": pa.array(parts, pa.int64()),
+            "off": pa.array(offsets, pa.int64()),
         }
     )
 
@@ -223,20 +485,26 @@ def _select(preds: pa.Table, labels: pa.Table, spec: ViewSpec) -> pa.Table:
         where.append("status = ?")
         params.append(spec.status)
     join = "JOIN" if spec.labelled else "LEFT JOIN"
-    order = "ORDER BY ts, record_id, pos"
-    sql = f"""
-        WITH p AS (SELECT pos, record_id, endpoint, key, ts FROM preds WHERE {" AND ".join(where)}),
-        cand AS (
-            SELECT p.pos, l.seq FROM p JOIN labels l ON l.record_id = p.record_id
+    order = "ORDER BY ts, record_id, part, off"
+    # the entity branch and the label lookup only when they can matter: the plain
+    # record-id join is most of the work otherwise
+    entity = """
             UNION ALL
             SELECT p.pos, l.seq FROM p JOIN labels l
               ON l.record_id IS NULL AND l.endpoint = p.endpoint AND l.key = p.key
-             AND p.ts BETWEEN l.window_start AND l.window_end
+             AND p.ts BETWEEN l.window_start AND l.window_end"""
+    label = ", l.label" if spec.sample is not None else ""
+    label_join = " LEFT JOIN labels l ON l.seq = latest.seq" if label else ""
+    sql = f"""
+        WITH p AS (SELECT pos, part, off, record_id, endpoint, key, ts FROM preds WHERE {" AND ".join(where)}),
+        cand AS (
+            SELECT p.pos, l.seq FROM p JOIN labels l ON l.record_id = p.record_id
+            {entity if labels["record_id"].null_count else ""}
         ),
         latest AS (SELECT pos, max(seq) AS seq FROM cand GROUP BY pos),
         joined AS (
-            SELECT p.pos, p.record_id, p.ts, latest.seq, l.label
-            FROM p {join} latest ON latest.pos = p.pos LEFT JOIN labels l ON l.seq = latest.seq
+            SELECT p.pos, p.part, p.off, p.record_id, p.ts, latest.seq{label}
+            FROM p {join} latest ON latest.pos = p.pos{label_join}
         )
     """
     if spec.sample is not None:
@@ -245,7 +513,7 @@ def _select(preds: pa.Table, labels: pa.Table, spec: ViewSpec) -> pa.Table:
         by = "label" if spec.stratify else "NULL"
         sql += f"""
         , ranked AS (
-            SELECT *, row_number() OVER (PARTITION BY {by} ORDER BY md5(record_id || ':' || ?), pos) AS rn,
+            SELECT *, row_number() OVER (PARTITION BY {by} ORDER BY md5(record_id || ':' || ?), part, off) AS rn,
                    count(*) OVER (PARTITION BY {by}) AS n
             FROM joined
         )
@@ -258,7 +526,7 @@ def _select(preds: pa.Table, labels: pa.Table, spec: ViewSpec) -> pa.Table:
         sql += f"SELECT pos, seq FROM joined {order}"
     con = connect()
     try:
-        con.register("preds", preds)
+        con.register("preds", preds.select(_SELECTED))
         con.register("labels", labels)
         result: pa.Table = con.sql(sql, params=params).to_arrow_table()
     finally:
@@ -271,14 +539,89 @@ def _msgpack_array(items: Sequence[bytes] | Sequence[msgspec.Raw]) -> bytes:
     return b"\xdd" + len(items).to_bytes(4, "big") + b"".join(items)
 
 
+def _float_layout(data: bytes) -> tuple[list[str], list[int]] | None:
+    """Keys and value positions of a MessagePack map of distinct str keys to float64s, or None."""
+    if data[:1] and 0x80 <= data[0] <= 0x8F:
+        pos, count = 1, data[0] & 0x0F
+    elif data[:1] == b"\xde" and len(data) >= 3:
+        pos, count = 3, int.from_bytes(data[1:3], "big")
+    else:
+        return None
+    keys: list[str] = []
+    starts: list[int] = []
+    for _ in range(count):
+        head = data[pos] if pos < len(data) else -1
+        if 0xA0 <= head <= 0xBF:
+            pos, size = pos + 1, head & 0x1F
+        elif head == 0xD9 and pos + 2 <= len(data):
+            pos, size = pos + 2, data[pos + 1]
+        elif head == 0xDA and pos + 3 <= len(data):
+            pos, size = pos + 3, int.from_bytes(data[pos + 1 : pos + 3], "big")
+        else:
+            return None
+        try:
+            keys.append(data[pos : pos + size].decode())
+        except UnicodeDecodeError:
+            return None
+        pos += size
+        if pos + 9 > len(data) or data[pos] != 0xCB:
+            return None  # not a float64: the exact decoder reads this layout
+        starts.append(pos + 1)
+        pos += 9
+    if pos != len(data) or not keys or len(set(keys)) != len(keys):
+        return None
+    return keys, starts
+
+
+def _float_grid(raws: Sequence[msgspec.Raw]) -> tuple[list[str], np.ndarray] | None:
+    """Feature maps sharing one all-float64 layout as a ``[features, rows]`` float64 array.
+
+    msgspec writes every float as the 9-byte MessagePack float64, so the maps of one
+    producer are byte-identical outside their value bytes (:mod:`eventml.models._rows`).
+    The first map gives the layout; every map is checked against it outside the value
+    bytes with one strided numpy compare per run of fixed bytes, and each feature is read
+    as one strided big-endian column: no Python object per value, no gather of scattered
+    bytes. None when any map differs (other keys, an int, a null, a string): the caller
+    then decodes exactly.
+    """
+    if not raws:
+        return None
+    first = bytes(raws[0])  # msgspec.Raw is not indexable
+    layout = _float_layout(first)
+    if layout is None or set(map(len, raws)) != {len(first)}:
+        return None
+    keys, starts = layout
+    length = len(first)
+    edges = [0, *itertools.chain.from_iterable((s, s + 8) for s in starts), length]
+    runs = [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=True) if b > a]
+    expected = np.frombuffer(first, np.uint8)
+    out = np.empty((len(starts), len(raws)))
+    for lo in range(0, len(raws), _GRID_ROWS):
+        chunk = raws[lo : lo + _GRID_ROWS]
+        buf = b"".join(chunk)
+        data = np.frombuffer(buf, np.uint8).reshape(len(chunk), length)
+        if not all((data[:, a:b] == expected[a:b]).all() for a, b in runs):
+            return None
+        for j, s in enumerate(starts):
+            out[j, lo : lo + len(chunk)] = np.ndarray((len(chunk),), ">f8", buf, s, (length,))
+    return keys, out
+
+
 def _feature_columns(
-    raws: Sequence[bytes], rows: Sequence[dict[str, ev.Feature]]
+    raws: Sequence[msgspec.Raw], rows: Sequence[dict[str, ev.Feature]] | None = None
 ) -> dict[str, pa.Array]:
     """One Arrow column per feature name (first-seen order).
 
-    Rows whose values are all numbers or missing (the typed decoder says so, as in the
-    engine) become float64 columns in one pass; otherwise each column is typed by its values.
+    Maps sharing one all-float layout are read from their bytes (:func:`_float_grid`).
+    Otherwise rows whose values are all numbers or missing (the typed decoder says so, as
+    in the engine) become float64 columns; any other column is typed by its values.
+    ``rows``: the maps already decoded, if the caller has them.
     """
+    grid = _float_grid(raws)
+    if grid is not None:
+        return {n: pa.array(grid[1][i]) for i, n in enumerate(grid[0])}
+    if rows is None:
+        rows = _read_feature_rows(_msgpack_array(raws))
     names = list(
         dict.fromkeys(n for layout in dict.fromkeys(tuple(r) for r in rows) for n in layout)
     )
@@ -295,8 +638,8 @@ def _feature_columns(
                 flat = np.fromiter(
                     itertools.chain.from_iterable(values), np.float64, len(floats) * len(names)
                 )
-                grid = flat.reshape(len(floats), len(names))
-                return {n: pa.array(grid[:, i]) for i, n in enumerate(names)}
+                grid2 = flat.reshape(len(floats), len(names))
+                return {n: pa.array(grid2[:, i]) for i, n in enumerate(names)}
             except (KeyError, TypeError):
                 pass  # a missing value (None) or another layout: column by column
         return {n: pa.array([r.get(n) for r in floats], pa.float64()) for n in names}
@@ -317,7 +660,7 @@ def _feature_columns(
     return out
 
 
-def _split(ts: pa.Array, spec: ViewSpec) -> tuple[list[str], datetime | None]:
+def _split(ts: pa.ChunkedArray, spec: ViewSpec) -> tuple[pa.ChunkedArray, datetime | None]:
     n = len(ts)
     if spec.split_at is not None:
         cutoff: datetime | None = spec.split_at
@@ -327,9 +670,77 @@ def _split(ts: pa.Array, spec: ViewSpec) -> tuple[list[str], datetime | None]:
         held = round(n * spec.validation)
         cutoff = ts[n - held].as_py() if held else None
     if cutoff is None:
-        return ["train"] * n, None
-    mask = pc.greater_equal(ts, pa.scalar(cutoff, _TS)).to_pylist()
-    return ["validation" if m else "train" for m in mask], cutoff
+        return pa.chunked_array([pa.array(np.full(n, "train", dtype=object), pa.string())]), None
+    held_out = pc.greater_equal(ts, pa.scalar(cutoff, _TS))
+    return pc.if_else(held_out, "validation", "train"), cutoff
+
+
+class _Picked:
+    """The view's rows out of the folds, in view order: event, served and label columns."""
+
+    def __init__(self, log: Log, spec: ViewSpec, progress: Callable[[int], None] | None) -> None:
+        preds = _Preds(log, spec.endpoint, progress)
+        labels = _labels(log)
+        chosen = _select(preds.table, labels, spec)
+        if chosen.num_rows == 0:
+            what = "labelled predictions" if spec.labelled else "predictions"
+            raise InputError(
+                f"expected {what} for endpoint {spec.endpoint!r}, got none "
+                f"({preds.table.num_rows} predictions and {labels.num_rows} labels on the log "
+                f"match no row{' of the filters' if _filtered(spec) else ''})"
+            )
+        pos = chosen["pos"]
+        in_order = len(pos) == preds.table.num_rows and bool(
+            np.array_equal(pos.to_numpy(), np.arange(len(pos)))
+        )
+        # the bytes columns are the bulk of the fold: taken only when a column needs them
+        bulky = ["features", "output"]
+        self._bytes = preds.table.select(bulky)
+        self._pos = None if in_order else pos
+        self._taken: dict[str, pa.ChunkedArray] = {}
+        rest = preds.table.drop_columns(bulky)
+        self.base = rest if in_order else rest.take(pos)
+        self.floats = preds.floats
+        self.lab = labels.select(["label", "label_value", "label_json", "label_ts"]).take(
+            chosen["seq"]
+        )
+        self.split, self.cutoff = _split(self.base["ts"], spec)
+
+    def bytes(self, name: str) -> pa.ChunkedArray:
+        """The fold's ``features`` or ``output`` bytes of the view's rows."""
+        if name not in self._taken:
+            column = self._bytes[name]
+            self._taken[name] = column if self._pos is None else column.take(self._pos)
+        return self._taken[name]
+
+    def columns(self, served: Sequence[str], text: dict[str, Any]) -> dict[str, Any]:
+        """The view's columns up to the features: ``text`` after ``served_value``, then the
+        ``served`` columns of the fold."""
+        return {
+            **{c: self.base[c] for c in ("record_id", "endpoint", "key", "ts", "status")},
+            **{c: self.base[c] for c in ("model", "version", "served_label", "served_value")},
+            **text,
+            **{c: self.base[c] for c in served},
+            **{c: self.lab[c] for c in ("label", "label_value", "label_json", "label_ts")},
+            "split": self.split,
+        }
+
+    def features(self, rows: Sequence[dict[str, ev.Feature]] | None = None) -> dict[str, Any]:
+        """The feature columns: from the fold when it has them, else from the bytes."""
+        if self.floats is not None:
+            return {n: self.base[FEATURE_PREFIX + n] for n in self.floats}
+        return _feature_columns(self.bytes("features").to_pylist(), rows)
+
+    def view(self, spec: ViewSpec, columns: dict[str, Any], feats: dict[str, Any]) -> View:
+        for name, arr in feats.items():
+            columns[FEATURE_PREFIX + name] = arr
+        table = pa.table(columns)
+        counts = pc.value_counts(table["label"]).to_pylist()
+        return View(
+            table=table, features=list(feats), spec=spec, cutoff=self.cutoff,
+            labels={c["values"]: c["counts"] for c in counts if c["values"] is not None},
+            feature_bytes=self.bytes("features"),
+        )  # fmt: skip
 
 
 def build_view(log: Log, spec: ViewSpec, progress: Callable[[int], None] | None = None) -> View:
@@ -337,57 +748,26 @@ def build_view(log: Log, spec: ViewSpec, progress: Callable[[int], None] | None 
 
     An empty view raises :class:`~eventml.errors.InputError` saying what was looked for.
     """
-    preds = _Preds(log, spec.endpoint, progress)
-    labels = _labels(log)
-    chosen = _select(preds.table, labels, spec)
-    if chosen.num_rows == 0:
-        what = "labelled predictions" if spec.labelled else "predictions"
-        raise InputError(
-            f"expected {what} for endpoint {spec.endpoint!r}, got none "
-            f"({preds.table.num_rows} predictions and {labels.num_rows} labels on the log match no row"
-            f"{' of the filters' if _filtered(spec) else ''})"
-        )
-    pos = chosen["pos"]
-    base = preds.table.take(pos)
-    seq = chosen["seq"]
-    lab = labels.select(["label", "label_value", "label_json", "label_ts"]).take(seq)
-    picked = pos.to_pylist()
-    raws = [preds.features[i] for i in picked]
-    features = _read_feature_rows(_msgpack_array(raws))
-    outputs = _read_outputs(_msgpack_array([preds.outputs[i] for i in picked]))
-    split, cutoff = _split(base["ts"], spec)
-    columns: dict[str, Any] = {
-        "record_id": base["record_id"],
-        "endpoint": base["endpoint"],
-        "key": base["key"],
-        "ts": base["ts"],
-        "status": base["status"],
-        "model": base["model"],
-        "version": base["version"],
-        "served_label": pa.array(
-            [None if o is None or "label" not in o else class_name(o["label"]) for o in outputs],
-            pa.string(),
-        ),
-        "served_value": pa.array(
-            [_number(o.get("value")) if o is not None else None for o in outputs], pa.float64()
-        ),
+    picked = _Picked(log, spec, progress)
+    features = _read_feature_rows(_msgpack_array(picked.bytes("features").to_pylist()))
+    outputs = _read_outputs(_msgpack_array(picked.bytes("output").to_pylist()))
+    text = {
         "output": pa.array([_json.encode(o).decode() for o in outputs], pa.string()),
         "features": pa.array([_json.encode(f).decode() for f in features], pa.string()),
-        "label": lab["label"],
-        "label_value": lab["label_value"],
-        "label_json": lab["label_json"],
-        "label_ts": lab["label_ts"],
-        "split": pa.array(split, pa.string()),
     }
-    feats = _feature_columns(raws, features)
-    for name, arr in feats.items():
-        columns[FEATURE_PREFIX + name] = arr
-    table = pa.table(columns)
-    counts = pc.value_counts(table["label"]).to_pylist()
-    return View(
-        table=table, hash=view_hash(table), features=list(feats), spec=spec, cutoff=cutoff,
-        labels={c["values"]: c["counts"] for c in counts if c["values"] is not None},
-    )  # fmt: skip
+    return picked.view(spec, picked.columns((), text), picked.features(features))
+
+
+def replay_view(log: Log, spec: ViewSpec, progress: Callable[[int], None] | None = None) -> View:
+    """The rows and columns of :func:`build_view` that replay reads, folded the same way.
+
+    No ``output`` and ``features`` JSON text (the features ride as ``feature_bytes``), so
+    no content hash; the served probabilities are float columns ``served_proba.CLASS``
+    (null where the served answer has no such class) instead of text to decode again.
+    """
+    picked = _Picked(log, spec, progress)
+    served = [c for c in picked.base.column_names if c.startswith(SERVED_PROBA)]
+    return picked.view(spec, picked.columns(served, {}), picked.features())
 
 
 def _filtered(spec: ViewSpec) -> bool:
@@ -439,4 +819,6 @@ def read_view(path: Path) -> View:
     ]
     held = table.filter(pc.equal(table["split"], "validation"))["ts"]
     cutoff = pc.min(held).as_py() if len(held) else None
-    return View(table=table, hash=view_hash(table), features=features, cutoff=cutoff)
+    view = View(table=table, features=features, cutoff=cutoff)
+    view.hash  # noqa: B018 - computed now: a file's rows are hashed when read, as before
+    return view

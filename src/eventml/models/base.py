@@ -27,9 +27,11 @@ from __future__ import annotations
 import abc
 import functools
 import io
+import operator
 import re
 import tarfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -37,10 +39,12 @@ import numpy as np
 
 from eventml import events as ev
 from eventml.errors import SchemaMismatch, expected_got
-from eventml.models._rows import EncodedRows
+from eventml.models._rows import EncodedRows, FloatMaps
 
 Kind = Literal["regression", "classification", "other"]
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
+_BATCH_MIN = 16  # fewer rows: the row-by-row loop costs less than setting up the others
+_UNSEEN: Any = object()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -120,6 +124,8 @@ class FeatureMatrix:
         self.model = model
         self._wanted = {normalize(n): i for i, n in enumerate(self.names)}
         self._layouts: dict[tuple[str, ...], list[str | None]] = {}
+        self._getters: dict[tuple[str, ...], Callable[[Any], Any] | None] = {}
+        self._maps = FloatMaps(self.names, key=normalize)
 
     def columns_for(self, row: Mapping[str, ev.Feature]) -> list[str | None]:
         """The record's field name for each input column (None where the record lacks it).
@@ -142,13 +148,67 @@ class FeatureMatrix:
         """A ``[len(rows), len(names)]`` array; missing values (None) are NaN.
 
         Raises :class:`~eventml.errors.SchemaMismatch` naming the row and feature when a
-        feature is absent or not a number. Rows given as :class:`EncodedRows` (the engine)
-        are read straight from their bytes when they share one all-float layout.
+        feature is absent or not a number. Batches whose rows share one all-float layout
+        (:class:`EncodedRows` from the engine, or a list of dicts) are read in one numpy
+        step (:class:`~eventml.models._rows.FloatMaps`); other lists of rows of one layout
+        with one ``itemgetter`` per row; anything else row by row. Every path gives the
+        same numbers and errors: the faster ones hand any batch they cannot read exactly
+        to the row-by-row loop.
         """
         if isinstance(rows, EncodedRows):
-            encoded = rows.matrix(self.names, key=normalize)
+            encoded = self._maps.of_raws(rows.raws, dtype)
             if encoded is not None:
-                return encoded.astype(dtype, copy=False)
+                return encoded
+        elif len(rows) >= _BATCH_MIN and isinstance(rows, list):
+            fast = self._maps.of_dicts(rows, dtype)
+            if fast is None:
+                fast = self._gather(rows)
+            if fast is not None:
+                return fast.astype(dtype, copy=False)
+        return self._rows(rows).astype(dtype, copy=False)
+
+    def _gather(self, rows: list[Mapping[str, ev.Feature]]) -> np.ndarray | None:
+        """Rows with the first row's exact fields, each read by one ``itemgetter``; else None.
+
+        Same fields (as a set) as the first row, which maps each column from exactly one
+        field, means the same mapping for every row whatever their order. numpy converts
+        the tuples value by value as it does a row's list in :meth:`_rows`.
+        """
+        first = rows[0]
+        if not isinstance(first, Mapping):
+            return None
+        keys = tuple(first)
+        getter = self._getters.get(keys, _UNSEEN)
+        if getter is _UNSEEN:
+            getter = self._getter(first)
+            if len(self._getters) < 256:
+                self._getters[keys] = getter
+        if getter is None:
+            return None
+        n, k = len(rows), len(self.names)
+        fields = first.keys()
+        try:
+            if not all(fields == row.keys() for row in rows):
+                return None
+            out: np.ndarray = np.array(list(map(getter, rows)), dtype=np.float64)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            return None  # the row-by-row loop says which row and feature
+        if out.shape != ((n, k) if k > 1 else (n,)):  # a value was itself a sequence
+            return None
+        return out.reshape(n, k)
+
+    def _getter(self, row: Mapping[str, ev.Feature]) -> Callable[[Any], Any] | None:
+        """An itemgetter of the row's fields in column order; None if any column lacks a
+        field or has several (then the last in the row's own order wins, row by row)."""
+        fields = self.columns_for(row)
+        if not fields:
+            return None
+        counts = Counter(self._wanted.get(normalize(f)) for f in row)
+        if any(f is None for f in fields) or any(counts[i] != 1 for i in range(len(fields))):
+            return None
+        return operator.itemgetter(*fields)
+
+    def _rows(self, rows: Sequence[Mapping[str, ev.Feature]]) -> np.ndarray:
         out = np.empty((len(rows), len(self.names)), dtype=np.float64)
         layout: tuple[str, ...] | None = None
         fields: list[str | None] = []
@@ -168,7 +228,7 @@ class FeatureMatrix:
                 out[r] = [row[f] for f in fields]  # type: ignore[index]
             except (TypeError, ValueError):
                 raise self._bad_value(row, fields, r) from None
-        return out.astype(dtype, copy=False)
+        return out
 
     def _bad_value(
         self, row: Mapping[str, ev.Feature], fields: list[str | None], r: int
@@ -230,14 +290,58 @@ class Outputs(Sequence[ev.Output]):
 
 
 class ClassOutputs(Outputs):
-    """``{"label": l, "probabilities": {class: p}}`` per row, from a label list and a matrix."""
+    """``{"label": l, "probabilities": {class: p}}`` per row, from labels and a matrix.
 
-    def __init__(self, names: list[str], labels: list[str], probabilities: np.ndarray) -> None:
-        super().__init__(len(labels))
+    ``labels`` are the label strings; they may be given as the model's raw label values
+    (``raw_labels``, e.g. onnxruntime's int64 tensor) or left to the argmax of
+    ``probabilities`` (neither given), and are then turned into strings the first time
+    someone reads them: the engine's encoder and the metrics often never do.
+    """
+
+    def __init__(
+        self,
+        names: list[str],
+        labels: list[str] | None,
+        probabilities: np.ndarray,
+        raw_labels: Sequence[Any] | np.ndarray | None = None,
+    ) -> None:
+        given = labels if labels is not None else raw_labels
+        super().__init__(len(given) if given is not None else len(probabilities))
         self.names = names
-        self.labels = labels
         self.probabilities = probabilities
+        self._labels = labels
+        self._raw = raw_labels
         self._rows: list[list[float]] | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        """One label string per row."""
+        if self._labels is None:
+            if self._raw is None:
+                names = self.names
+                chosen = [names[i] for i in np.argmax(self.probabilities, axis=1).tolist()]
+            else:
+                raw = self._raw.tolist() if isinstance(self._raw, np.ndarray) else self._raw
+                chosen = [v if type(v) is str else str(v) for v in raw]  # numpy.str_ is a str too
+            self._labels = chosen
+        return self._labels
+
+    def label_codes(self) -> tuple[list[str], np.ndarray]:
+        """The distinct label strings and each row's index into them (``labels`` is
+        ``[distinct[c] for c in codes]``), without a string per row when the labels are
+        still the model's array or the argmax."""
+        if self._labels is None and self._raw is None:
+            return list(self.names), np.argmax(self.probabilities, axis=1)
+        if (
+            self._labels is None
+            and isinstance(self._raw, np.ndarray)
+            and self._raw.dtype.kind in "iub"
+        ):
+            distinct, codes = np.unique(self._raw.reshape(-1), return_inverse=True)
+            return [str(v) for v in distinct.tolist()], codes.reshape(-1)
+        index: dict[str, int] = {}
+        codes = np.fromiter((index.setdefault(v, len(index)) for v in self.labels), np.intp)
+        return list(index), codes
 
     def _row(self, i: int) -> ev.Output:
         if self._rows is None:
@@ -274,15 +378,16 @@ class ValueOutputs(Outputs):
 
 
 def label_outputs(
-    classes: Sequence[str], probabilities: np.ndarray, labels: Sequence[Any] | None = None
+    classes: Sequence[str],
+    probabilities: np.ndarray,
+    labels: Sequence[Any] | np.ndarray | None = None,
 ) -> ClassOutputs:
-    """Classification outputs: the label (argmax unless given) and every class's probability."""
+    """Classification outputs: the label (argmax unless given) and every class's probability.
+
+    Labels given as other values than strings (or as an array) become ``str(value)``.
+    """
     names = [str(c) for c in classes]
-    if labels is None:
-        chosen = [names[i] for i in np.argmax(probabilities, axis=1).tolist()]
-    else:
-        chosen = [v if type(v) is str else str(v) for v in labels]  # numpy.str_ is a str too
-    return ClassOutputs(names, chosen, np.asarray(probabilities, dtype=np.float64))
+    return ClassOutputs(names, None, np.asarray(probabilities, dtype=np.float64), raw_labels=labels)
 
 
 def value_outputs(values: np.ndarray) -> ValueOutputs:

@@ -20,6 +20,7 @@ its final statistics are appended as :class:`~eventml.events.ModelRetired`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -35,8 +36,10 @@ from eventml.config import TOPICS, Settings, topic_partitions
 from eventml.errors import EventmlError, GroupBusy, LogUnavailable, SchemaMismatch
 from eventml.log import Log
 from eventml.models._rows import EncodedRows
+from eventml.models._wire import encode_outputs
 from eventml.models.base import LoadedModel
 from eventml.models.registry import Registry, load_model, parse_ref, smoke_test
+from eventml.serving._wire import Candidate, PredictionWriter
 from eventml.serving.canary import CanaryMonitor
 from eventml.serving.rendezvous import BanditState, Context, Decision, Result, decide
 from eventml.serving.routes import RECORDS, RouteTable
@@ -45,6 +48,7 @@ from eventml.serving.stats import StatsView
 
 LOGGER = logging.getLogger("eventml.serving.engine")
 RETRY_S = 1.0
+_BY_MODEL = frozenset({"champion", "first", "split", "bandit"})  # deciders blind to outputs
 PREDICTIONS = "predictions"
 DEADLETTER = "deadletter"
 
@@ -207,18 +211,29 @@ class Engine:
                 )
 
     def _append_retired(self, name: str, version: int, digest: str) -> None:
-        event = StatsView.from_log(self.log).retired(name, version, digest)
+        event = StatsView.from_log(self.log, pause_s=0.001).retired(name, version, digest)
         self.log.append("models", [ev.encode(event)], partition=0)
 
     # -- scoring -------------------------------------------------------------------------
 
     def step(self) -> int:
-        """Score one micro-batch; returns how many records it held (0 when caught up)."""
+        """Score one micro-batch and commit it; returns how many records it held (0: caught up)."""
         self._sync()
         self._learn_rewards()
         batches = self.consumer.poll(self.settings.batch_max, self.settings.batch_ms / 1000)
         if not batches:
             return 0
+        try:
+            count, predictions, dead = self._score_batches(batches)
+            self._commit(batches, predictions, dead)
+        except BaseException:
+            self._rewind(batches)
+            raise
+        return count
+
+    def _score_batches(
+        self, batches: list[Any]
+    ) -> tuple[int, tuple[list[bytes], list[bytes | None]], list[ev.DeadLetter]]:
         groups: dict[tuple[str, int], list[_Item]] = {}
         dead: list[ev.DeadLetter] = []
         count = 0
@@ -241,25 +256,28 @@ class Engine:
                     self._pass_token(event, p, value, offset, dead)
                     keys.clear()
             count += len(batch.values)
-        predictions: list[ev.Prediction] = []
-        try:
-            for (endpoint, version), items in groups.items():
-                route = self.routes.routes.get((endpoint, version))
-                predictions.extend(
-                    self._score(route, items, dead) if route else self._no_model(items)
-                )
-            self._commit(batches, predictions, dead)
-        except BaseException:
-            self._rewind(batches)
-            raise
-        return count
+        predictions: list[bytes] = []
+        prediction_keys: list[bytes | None] = []
+        for (endpoint, version), items in groups.items():
+            route = self.routes.routes.get((endpoint, version))
+            scored = self._score(route, items, dead) if route else self._no_model(endpoint, items)
+            predictions.extend(scored)
+            # (after scoring: items that went to the dead letters are gone from the group)
+            prediction_keys.extend(
+                it.record.key.encode() if it.record.key else None for it in items
+            )
+        return count, (predictions, prediction_keys), dead
 
     def _rewind(self, batches: list[Any]) -> None:
         """Nothing of these batches was committed: read them again (where still assigned)."""
+        first: dict[tuple[str, int], int] = {}
         for batch in batches:
+            tp = (batch.topic, batch.partition)
+            first[tp] = min(first.get(tp, batch.offsets[0]), batch.offsets[0])
+        for (topic, partition), offset in first.items():
             # a partition that went to another member raises: that member starts at the commit
             with contextlib.suppress(EventmlError):
-                self.consumer.seek(batch.topic, batch.partition, batch.offsets[0])
+                self.consumer.seek(topic, partition, offset)
 
     def _tokens_behind(self, partition: int, offset: int) -> None:
         """Token routes whose token this partition already passed (a partition taken over)."""
@@ -299,7 +317,7 @@ class Engine:
 
     def _score(
         self, route: ev.RouteChanged, items: list[_Item], dead: list[ev.DeadLetter]
-    ) -> list[ev.Prediction]:
+    ) -> list[bytes]:
         spec = spec_of(route)
         roles = spec.roles()
         answerers = set(spec.answerers()) | ({spec.champion} if spec.champion else set())
@@ -333,8 +351,19 @@ class Engine:
             bandit=self._bandit(route, spec),
             metrics=self._metrics(roles) if spec.quality_metric else {},
         )
-        decisions = decide(spec, results, len(items), ctx)
-        return self._predictions(route, spec, items, results, decisions)
+        # Candidates' outputs as MessagePack, a batch at a time (see _wire). Deciders that
+        # pick by model, not by output, choose among the encoded outputs directly; the rest
+        # read the dicts and their answers are encoded with the event.
+        encoded = {ref: encode_outputs(r.outputs) for ref, r in results.items() if r.outputs}
+        if spec.decider in _BY_MODEL or (spec.decider == "quality" and spec.quality_metric):
+            blind = {
+                ref: dataclasses.replace(r, outputs=cast(Any, encoded.get(ref, r.outputs)))
+                for ref, r in results.items()
+            }
+            decisions = decide(spec, blind, len(items), ctx)
+        else:
+            decisions = decide(spec, results, len(items), ctx)
+        return self._predictions(route, spec, items, results, encoded, decisions)
 
     def _run(
         self, models: dict[str, LoadedModel], roles: dict[str, ev.Role], rows: list[Any]
@@ -366,55 +395,45 @@ class Engine:
         spec: RouteSpec,
         items: list[_Item],
         results: dict[str, Result],
+        encoded: dict[str, list[Any]],
         decisions: list[Decision],
-    ) -> list[ev.Prediction]:
+    ) -> list[bytes]:
         n = len(items)
         described = {ref: self.registry.resolve(ref) for ref in results}
         decided = decisions[0].decided_ms if spec.decider == "first" and decisions else None
-        # one column of scores per candidate (frozen structs: an error entry is shared by all rows)
-        columns: list[list[ev.Score]] = []
+        # one column of (candidate, statuses, outputs) per candidate
+        columns: list[tuple[Candidate, list[str], Sequence[Any]]] = []
         for ref, r in results.items():
             d, latency = described[ref], round(r.latency_ms / n, 6)
             if r.outputs is None:
-                failed = ev.Score(
-                    model=d.name, version=d.version, digest=d.digest, role=r.role, status="error",
-                    latency_ms=latency, error=_error_text(r.error),
-                )  # fmt: skip
-                columns.append([failed] * n)
+                failed = Candidate(
+                    d.name, d.version, d.digest, r.role, latency, _error_text(r.error)
+                )
+                columns.append((failed, ["error"] * n, [None] * n))
                 continue
             late = decided is not None and r.finished_ms is not None and r.finished_ms > decided
-            statuses: list[ev.ScoreStatus] = [
-                "late" if late and dec.ref != ref else "ok" for dec in decisions
-            ]
-            columns.append([
-                ev.Score(model=d.name, version=d.version, digest=d.digest, role=r.role, status=st,
-                         output=o, latency_ms=latency)
-                for o, st in zip(r.outputs, statuses, strict=True)
-            ])  # fmt: skip
-        if spec.decoy:
-            columns.append(
-                [ev.Score(model="decoy", version=0, digest="", role="decoy", status="ok")] * n
+            statuses = (
+                ["late" if dec.ref != ref else "ok" for dec in decisions] if late else ["ok"] * n
             )
+            candidate = Candidate(d.name, d.version, d.digest, r.role, latency)
+            columns.append((candidate, statuses, encoded.get(ref, r.outputs)))
+        if spec.decoy:
+            columns.append((Candidate("decoy", 0, "", "decoy", None), ["ok"] * n, [None] * n))
         self._watch(route, spec, results, decisions, items)
         latency_of = {ref: round(r.latency_ms / n, 6) for ref, r in results.items()}
-        now = ev.now()
-        out: list[ev.Prediction] = []
-        for item, dec, scores in zip(items, decisions, zip(*columns, strict=True), strict=True):
+        chosen = {ref: (d.name, d.version, d.digest) for ref, d in described.items()}
+        writer = PredictionWriter(route.endpoint, ev.now(), spec.decider, route.version, RECORDS)
+        out: list[bytes] = []
+        for i, (item, dec) in enumerate(zip(items, decisions, strict=True)):
             rec = item.record
-            chosen = described.get(dec.ref) if dec.ref else None
             out.append(
-                ev.Prediction(
-                    record_id=rec.id, endpoint=rec.endpoint, key=rec.key, ts=rec.ts, scored_at=now,
-                    source=ev.Source(topic=RECORDS, partition=item.partition, offset=item.offset),
-                    status=dec.status,
-                    model=chosen.name if chosen else None,
-                    version=chosen.version if chosen else None,
-                    digest=chosen.digest if chosen else None,
-                    output=dec.output,
-                    latency_ms=decided if decided is not None else (latency_of[dec.ref] if dec.ref else None),
-                    policy=spec.decider, route_version=route.version,
+                writer.encode(
+                    rec.id, rec.key, rec.ts, item.partition, item.offset, dec.status,
+                    chosen[dec.ref] if dec.ref else None, dec.output,
+                    decided if decided is not None else (latency_of[dec.ref] if dec.ref else None),
                     # the record's exact feature bytes: what the models saw, re-encoded by nobody
-                    features=cast(Any, rec.features), scores=list(scores),
+                    rec.features,
+                    [(c, statuses[i], outputs[i]) for c, statuses, outputs in columns],
                 )
             )  # fmt: skip
         return out
@@ -429,17 +448,23 @@ class Engine:
     ) -> None:
         """Canary windows and bandit answers, for routes that have them."""
         monitor = self._canary(route, spec)
+
+        def answer(i: int, dec: Decision) -> ev.Output | None:
+            """The answer as a dict (a decision may hold its encoded bytes)."""
+            outputs = results[dec.ref].outputs if dec.ref else None
+            return outputs[i] if outputs is not None else dec.output
+
         if monitor is not None:
             canary = results.get(monitor.spec.model)
             outputs = canary.outputs if canary else None
             for i, dec in enumerate(decisions):
-                alarm = monitor.add(dec.output, outputs[i] if outputs else None)
+                alarm = monitor.add(answer(i, dec), outputs[i] if outputs else None)
                 if alarm is not None:
                     self._alarms.append(alarm)
         if spec.decider == "bandit":
-            for item, dec in zip(items, decisions, strict=True):
+            for i, (item, dec) in enumerate(zip(items, decisions, strict=True)):
                 if dec.ref:
-                    self._bandit_answers[item.record.id] = (route.endpoint, dec.ref, dec.output)
+                    self._bandit_answers[item.record.id] = (route.endpoint, dec.ref, answer(i, dec))
 
     def _canary(self, route: ev.RouteChanged, spec: RouteSpec) -> CanaryMonitor | None:
         if spec.canary is None:
@@ -481,35 +506,15 @@ class Engine:
         """The records' features, decoded only where a model reads a row (see EncodedRows)."""
         return EncodedRows([item.record.features for item in items])
 
-    def _no_model(self, items: list[_Item]) -> list[ev.Prediction]:
-        now = ev.now()
-        return [self._prediction(item, now, "no_model", None, None, []) for item in items]
-
-    @staticmethod
-    def _prediction(
-        item: _Item,
-        now: Any,
-        status: Any,
-        route: ev.RouteChanged | None,
-        chosen: ev.Score | None,
-        scores: list[ev.Score],
-    ) -> ev.Prediction:
-        r = item.record
-        return ev.Prediction(
-            record_id=r.id, endpoint=r.endpoint, key=r.key, ts=r.ts, scored_at=now,
-            source=ev.Source(topic=RECORDS, partition=item.partition, offset=item.offset),
-            status=status,
-            model=chosen.model if chosen else None,
-            version=chosen.version if chosen else None,
-            digest=chosen.digest if chosen else None,
-            output=chosen.output if chosen else None,
-            latency_ms=chosen.latency_ms if chosen else None,
-            policy="champion" if route else None,
-            route_version=route.version if route else None,
-            # the record's exact feature bytes: what the model saw, re-encoded by nobody
-            features=cast(Any, r.features),
-            scores=scores,
-        )  # fmt: skip
+    def _no_model(self, endpoint: str, items: list[_Item]) -> list[bytes]:
+        writer = PredictionWriter(endpoint, ev.now(), None, None, RECORDS)
+        return [
+            writer.encode(
+                item.record.id, item.record.key, item.record.ts, item.partition, item.offset,
+                "no_model", None, None, None, item.record.features, [],
+            )
+            for item in items
+        ]  # fmt: skip
 
     @staticmethod
     def _dead(
@@ -521,10 +526,12 @@ class Engine:
         )  # fmt: skip
 
     def _commit(
-        self, batches: list[Any], predictions: list[ev.Prediction], dead: list[ev.DeadLetter]
+        self,
+        batches: list[Any],
+        predictions: tuple[list[bytes], list[bytes | None]],
+        dead: list[ev.DeadLetter],
     ) -> None:
-        values = [ev.encode(p) for p in predictions]
-        keys = [p.key.encode() if p.key else None for p in predictions]
+        values, keys = predictions
         with self.log.transaction() as tx:
             if values:
                 tx.append(PREDICTIONS, values, keys if any(keys) else None)

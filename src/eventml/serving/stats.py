@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import cast
@@ -93,13 +94,23 @@ class VersionStats(msgspec.Struct, kw_only=True):
         }  # fmt: skip
 
 
-class _Slim(msgspec.Struct, frozen=True, kw_only=True, tag="Prediction"):
+class _SlimScore(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What statistics need of a candidate's score (its output is skipped unread)."""
+
+    model: str
+    version: int
+    digest: str
+    status: str
+    latency_ms: float | None = None
+
+
+class _Slim(msgspec.Struct, frozen=True, kw_only=True, tag="Prediction", gc=False):
     """What statistics need of a prediction event; the rest (features) is skipped unread."""
 
     endpoint: str
     status: str
     scored_at: ev.UtcTime
-    scores: list[ev.Score] = []
+    scores: list[_SlimScore] = []
 
 
 _read_slim = msgspec.msgpack.Decoder(_Slim).decode
@@ -113,9 +124,10 @@ class StatsView:
         self.endpoints: dict[str, dict[str, int]] = {}
 
     def add(self, p: ev.Prediction | _Slim) -> None:
+        scores: list[ev.Score] | list[_SlimScore] = p.scores
         counts = self.endpoints.setdefault(p.endpoint, {})
         counts[p.status] = counts.get(p.status, 0) + 1
-        for score in p.scores:
+        for score in scores:
             key = (score.model, score.version)
             stats = self.versions.get(key)
             if stats is None:
@@ -130,11 +142,24 @@ class StatsView:
             self.add(p)
 
     @classmethod
-    def from_log(cls, log: Log) -> StatsView:
+    def from_log(cls, log: Log, *, pause_s: float = 0.0) -> StatsView:
+        """Fold every prediction event. ``pause_s``: sleep that long after each chunk of
+        1,000 events, for a fold on a background thread of a busy process (the engine's
+        retirement statistics): holding the GIL and the log for whole seconds would stall
+        the scoring thread, which then waits at most one chunk."""
         view = cls()
-        if TOPIC in log.topics():
-            for batch in log.read_all(TOPIC):
+        if TOPIC not in log.topics():
+            return view
+        for partition, end in enumerate(log.end_offsets(TOPIC)):
+            pos = 0
+            while pos < end:
+                batch = log.read(TOPIC, partition, pos, end, limit=1_000 if pause_s else 10_000)
+                if not batch.offsets:
+                    break
                 view.extend(map(_read_slim, batch.values))
+                pos = batch.next_offset
+                if pause_s:
+                    time.sleep(pause_s)
         return view
 
     def retired(self, model: str, version: int, digest: str) -> ev.ModelRetired:

@@ -116,10 +116,11 @@ class OnnxModel(LoadedModel):
 
     def run(self, rows: Sequence[Mapping[str, ev.Feature]]) -> list[Any]:
         """The raw onnxruntime outputs for ``rows``."""
-        x = self._matrix.matrix(rows)
         if self._wide:
-            feeds = {self.inputs[0].name: x.astype(self._dtypes[0], copy=False)}
+            # read straight into the input's type: a known layout is one cast from the bytes
+            feeds = {self.inputs[0].name: self._matrix.matrix(rows, self._dtypes[0])}
         else:
+            x = self._matrix.matrix(rows)
             feeds = {
                 spec.name: x[:, i : i + 1]
                 .astype(self._dtypes[i], copy=False)
@@ -140,9 +141,10 @@ class OnnxModel(LoadedModel):
             if isinstance(probs, list):  # ZipMap: one dict per row
                 classes = [str(k) for k in probs[0]]
                 matrix = np.array([list(p.values()) for p in probs], dtype=np.float64)
-                return label_outputs(classes, matrix, labels.tolist())
+                return label_outputs(classes, matrix, labels)
             classes = list(self.classes) or [str(c) for c in range(probs.shape[1])]
-            return label_outputs(classes, np.asarray(probs, np.float64), labels.tolist())
+            # the label tensor stays an array: turned into strings only if a row is read
+            return label_outputs(classes, np.asarray(probs, np.float64), labels)
         return [
             {o.name: np.asarray(v[i]).tolist() for o, v in zip(self.outputs, raw, strict=True)}
             for i in range(len(rows))
