@@ -18,6 +18,13 @@ non-2xx answers. For eventml, the prediction events on its log are counted after
 (the server is stopped with SIGTERM, which flushes the writer): every answered row must
 be there. Both servers and ``wrk`` share the machine's cores, as they do in the same run.
 
+eventml runs as ``eventml serve`` does by default: one process (the API, the group-commit
+writer and the stream engine), every answered row a record and a prediction event on its
+SQLite log, committed by the writer within a few ms of the answer (not ``--sync``). A
+100-row request is scored with one model call and its 100 prediction events are written
+in one append. MLServer runs with its defaults (one inference worker process besides the
+HTTP process).
+
     python -m bench.http [--seconds 8]
 """
 

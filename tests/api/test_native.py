@@ -280,3 +280,54 @@ def test_overload_is_429_and_the_rest_are_answered(
         "expected at most 2 requests in flight, got more: retry later"
     }
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
+def _logged(server: Server, n: int) -> dict[str, ev.Prediction]:
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:
+        found = {
+            p.record_id: p
+            for batch in server.log.read_all("predictions")
+            for p in ev.decode_many(batch.values, ev.Prediction)
+        }
+        if len(found) >= n or time.monotonic() > deadline:
+            return found
+        time.sleep(0.01)
+
+
+def test_a_list_of_100_records_is_answered_like_100_requests(server: Server) -> None:
+    h = server.headers("predict")
+    url = f"{server.url}/api/endpoints/wine/predict"
+    rows: list[dict[str, object]] = [dict(r) for r in wine_rows(100)]
+    rows[37]["alcohol"] = "abc"
+    singles = [httpx.post(url, json={"id": f"s{i}", "features": r}, headers=h) for i, r in enumerate(rows)]  # fmt: skip
+    batch = httpx.post(url, json=[{"id": f"b{i}", "features": r} for i, r in enumerate(rows)], headers=h)  # fmt: skip
+    assert [r.status_code for r in singles] == [200] * 37 + [400] + [200] * 62
+    assert singles[37].json() == {
+        "error": "expected a record the model can score, got: expected a number for feature "
+        "'alcohol', got \"abc\" (row 0)"
+    }
+    assert batch.status_code == 200
+    answers = batch.json()
+    assert [a["id"] for a in answers] == [f"b{i}" for i in range(100)]
+    assert [a["status"] for a in answers] == ["ok"] * 37 + ["error"] + ["ok"] * 62
+    assert answers[37]["error"] == "expected a number for feature 'alcohol', got \"abc\" (row 37)"
+    assert [a["output"] for i, a in enumerate(answers) if i != 37] == [
+        r.json()["output"] for i, r in enumerate(singles) if i != 37
+    ]
+    events = _logged(server, 200)
+    assert len(events) == 200
+    for i in range(100):
+        one, many = events[f"s{i}"], events[f"b{i}"]
+        assert (many.status, many.model, many.version, many.output, many.features) == (
+            one.status, one.model, one.version, one.output, one.features,
+        )  # fmt: skip
+    order = [
+        p.record_id
+        for batch_ in server.log.read_all("predictions")
+        for p in ev.decode_many(batch_.values, ev.Prediction)
+        if p.record_id.startswith("b")
+    ]
+    assert order == [f"b{i}" for i in range(100)]

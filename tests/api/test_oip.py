@@ -238,3 +238,45 @@ def test_repository_and_statistics(server: Server) -> None:
     with pytest.raises(InferenceServerException, match="change the route first"):
         c.unload_model("churn", headers=h)
     c.load_model("wine-lr", headers=h)
+
+
+def _infer_json(server: Server, rows: list[dict[str, float]]) -> httpx.Response:
+    matrix = [[r[f] for f in FEATURES] for r in rows]
+    body = {"inputs": [{"name": "x", "shape": [len(rows), len(FEATURES)], "datatype": "FP32",
+                        "data": [v for row in matrix for v in row]}]}  # fmt: skip
+    return httpx.post(
+        f"{server.url}/v2/models/churn/infer", json=body, headers=server.headers("predict")
+    )
+
+
+def test_a_100_row_request_is_answered_and_logged_like_100_single_ones(server: Server) -> None:
+    rows = churn_rows(100)
+    singles = [_infer_json(server, [row]) for row in rows]
+    batch = _infer_json(server, rows)
+    assert [r.status_code for r in singles] == [200] * 100
+    assert batch.status_code == 200
+    outputs = {o["name"]: o["data"] for o in batch.json()["outputs"]}
+    single_outputs = [{o["name"]: o["data"] for o in r.json()["outputs"]} for r in singles]
+    assert outputs["label"] == [s["label"][0] for s in single_outputs]
+    assert outputs["probabilities"] == [v for s in single_outputs for v in s["probabilities"]]
+    batch_ids = batch.json()["parameters"]["record_ids"].split(",")
+    single_ids = [r.json()["parameters"]["record_ids"] for r in singles]
+    events = {p.record_id: p for p in _wait_predictions(server, 200)}
+    assert len(events) == 200
+    for one, many in zip(single_ids, batch_ids, strict=True):
+        a, b = events[one], events[many]
+        assert (b.status, b.model, b.version, b.output, b.features, b.policy) == (
+            a.status, a.model, a.version, a.output, a.features, a.policy,
+        )  # fmt: skip
+        assert [(s.model, s.role, s.status, s.output) for s in b.scores] == [
+            (s.model, s.role, s.status, s.output) for s in a.scores
+        ]
+    # in the request's order, in one append: consecutive offsets of one partition
+    places = {
+        p.record_id: (batch_.partition, offset)
+        for batch_ in server.log.read_all("predictions")
+        for offset, p in zip(batch_.offsets, ev.decode_many(batch_.values, ev.Prediction), strict=True)
+    }  # fmt: skip
+    spots = [places[i] for i in batch_ids]
+    assert len({p for p, _ in spots}) == 1
+    assert [o for _, o in spots] == list(range(spots[0][1], spots[0][1] + 100))

@@ -356,3 +356,95 @@ def test_online_requests_are_logged_and_not_scored_again(tmp_path: Path) -> None
     assert len(preds) == 1
     assert preds[0].source == ev.Source(topic="records", partition=0, offset=0)
     assert (preds[0].model, preds[0].output) == ("lr", answer.output)
+
+
+class _Collect:
+    """A sink that keeps what it is given, and how: one call per record or one per request."""
+
+    def __init__(self) -> None:
+        self.records: list[ev.Record] = []
+        self.predictions: list[ev.Prediction] = []
+        self.calls: list[int] = []
+
+    def __call__(self, record: ev.Record, prediction: ev.Prediction) -> None:
+        self.many([record], [prediction])
+
+    def many(self, records: list[ev.Record], predictions: list[ev.Prediction]) -> None:
+        self.records.extend(records)
+        self.predictions.extend(predictions)
+        self.calls.append(len(records))
+
+
+def _seen(p: ev.Prediction) -> tuple[object, ...]:
+    """A prediction without its timings (scored_at, latencies differ from run to run)."""
+    return (
+        p.record_id, p.endpoint, p.key, p.ts, p.status, p.model, p.version, p.digest, p.output,
+        p.policy, p.route_version, p.features,
+        [(s.model, s.version, s.digest, s.role, s.status, s.output, s.error) for s in p.scores],
+    )  # fmt: skip
+
+
+Shown = tuple[str, str, str, str | None, int | None, str | None, ev.Output | None, str, int]
+
+
+def _answered(log: Log, records: list[ev.Record], batch: bool) -> tuple[list[Shown], _Collect]:
+    sink = _Collect()
+    rdv = Rendezvous(log, sink=sink)
+    answers = rdv.predict_many(records) if batch else [rdv.predict(r) for r in records]
+    rdv.close()
+    shown: list[Shown] = [
+        (a.record_id, a.endpoint, a.status, a.model, a.version, a.digest, a.output, a.policy,
+         a.route_version)
+        for a in answers
+    ]  # fmt: skip
+    return shown, sink
+
+
+@pytest.mark.parametrize("decoy", [False, True])
+def test_a_batch_is_answered_like_single_requests(log: Log, decoy: bool) -> None:
+    deploy(log, "wine", spec=RouteSpec(champion="base", decoy=decoy))
+    rows = wine_rows()[:100]
+    records = [record(i, row, key=f"k{i % 7}") for i, row in enumerate(rows)]
+    singles, one_by_one = _answered(log, records, batch=False)
+    batched, together = _answered(log, records, batch=True)
+    assert batched == singles
+    assert len(batched) == 100
+    assert all(a[2] == "ok" for a in batched)
+    assert together.calls == [100]  # the whole request handed to the sink at once
+    assert one_by_one.calls == [1] * 100
+    assert [_seen(p) for p in together.predictions] == [_seen(p) for p in one_by_one.predictions]
+    assert [p.record_id for p in together.predictions] == [f"r{i}" for i in range(100)]
+    assert together.records == one_by_one.records
+    assert all(r.answered for r in together.records)
+
+
+def test_a_bad_row_in_a_batch_is_named_and_the_others_are_answered(log: Log) -> None:
+    deploy(log, "wine", "base")
+    rows = wine_rows()[:100]
+    rows[37] = {**rows[37], "alcohol": "abc"}
+    records = [record(i, row) for i, row in enumerate(rows)]
+    singles, one_by_one = _answered(log, records, batch=False)
+    batched, together = _answered(log, records, batch=True)
+    assert batched == singles
+    assert [i for i, a in enumerate(batched) if a[2] != "ok"] == [37]
+    assert batched[37][2:5] == ("error", "base", 1)
+    errors = [s.error for p in together.predictions for s in p.scores if s.error]
+    assert errors == ["expected a number for feature 'alcohol', got \"abc\" (row 37)"]
+    assert [s.error for p in one_by_one.predictions for s in p.scores if s.error] == [
+        "expected a number for feature 'alcohol', got \"abc\" (row 0)"
+    ]
+    assert [_seen(p)[:-1] for p in together.predictions] == [
+        _seen(p)[:-1] for p in one_by_one.predictions
+    ]
+    assert len(together.predictions) == 100
+
+
+def test_a_batch_on_a_route_with_several_models_is_answered_one_by_one(log: Log) -> None:
+    push_model(log, TREE, "tree")
+    deploy(log, "wine", spec=RouteSpec(champion="base", shadow=["tree"]))
+    records = [record(i, row) for i, row in enumerate(wine_rows()[:10])]
+    singles, one_by_one = _answered(log, records, batch=False)
+    batched, together = _answered(log, records, batch=True)
+    assert batched == singles
+    assert [_seen(p) for p in together.predictions] == [_seen(p) for p in one_by_one.predictions]
+    assert together.calls == [1] * 10

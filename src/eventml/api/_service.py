@@ -46,6 +46,8 @@ def new_id() -> str:
 
 
 MiB = 1 << 20
+_INLINE_S = 0.002
+"""Longest a request's scoring may hold the event loop (estimated from recent calls)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +139,7 @@ class Service:
             self._connection(), interval_ms=self.options.batch_ms,
             max_items=self.options.batch_items, on_commit=self._committed,
         )  # fmt: skip
-        self.rdv = Rendezvous(self.log, sink=self._sink)
+        self.rdv = Rendezvous(self.log, sink=_Sink(self))
         if self.options.engine_group:
             engine_log = self._connection()
             self._engine_thread = threading.Thread(
@@ -201,14 +203,15 @@ class Service:
         for log in self._extra:
             log.close()
 
-    def _sink(self, record: ev.Record, prediction: ev.Prediction) -> None:
-        if prediction.status == "error":
-            why = next((s.error for s in prediction.scores if s.error), None)
-            if len(self.errors) > 10_000:
-                self.errors.clear()  # nobody collected them: never grow without bound
-            self.errors[record.id] = why or "every model failed"
+    def _sink_many(self, records: list[ev.Record], predictions: list[ev.Prediction]) -> None:
+        for record, prediction in zip(records, predictions, strict=True):
+            if prediction.status == "error":
+                why = next((s.error for s in prediction.scores if s.error), None)
+                if len(self.errors) > 10_000:
+                    self.errors.clear()  # nobody collected them: never grow without bound
+                self.errors[record.id] = why or "every model failed"
         if self.writer is not None:
-            self.writer(record, prediction)
+            self.writer.many(records, predictions)
 
     def failure(self, record_id: str) -> str | None:
         """Why a record's answer has status ``error`` (taken once)."""
@@ -292,7 +295,16 @@ class Service:
     async def predict(
         self, records: list[ev.Record], route: ev.RouteChanged | None = None
     ) -> list[Answer]:
-        """Answer records of one endpoint with its route (Rendezvous.predict per record)."""
+        """Answer records of one endpoint with its route (:meth:`Rendezvous.predict_many`).
+
+        On the event loop when the route answers without waiting (one model, no deadline)
+        and the records should take under ``_INLINE_S`` by the route's recent seconds per
+        record: a hand-off to a thread costs more than such a call. Longer batches of fast
+        scoring go to as many threads as there are cores (more only take turns at the GIL);
+        routes that wait (deadlines, several candidates) and slow models go to threads.
+        The cost is measured on every path, so one slow call (a pause, a busy machine)
+        moves a route off the loop only until the next calls show it fast again.
+        """
         rdv = self.rendezvous
         if not records:
             return []
@@ -304,22 +316,28 @@ class Service:
         key = (route.endpoint, route.version) if route else ("", 0)
         inline = self._scores_inline(route)
         cost = self._cost.get(key, 0.0)
-        if inline and len(records) <= 8 and cost < 0.002:
-            t0 = time.perf_counter()
-            answers = [rdv.predict(r) for r in records]  # short enough for the event loop
-            took = (time.perf_counter() - t0) / len(records)
-            self._cost[key] = 0.8 * self._cost.get(key, took) + 0.2 * took
-        elif inline and cost < 0.002:
-            # a long batch of fast scoring: CPU work, on as many threads as there are cores
-            # (more threads only take turns at the GIL)
+        if inline and cost * len(records) < _INLINE_S:
+            answers = self._predict_timed(key, records)
+        elif inline and cost < _INLINE_S:
             answers = await anyio.to_thread.run_sync(
-                lambda: [rdv.predict(r) for r in records], limiter=self._cpu
+                self._predict_timed, key, records, limiter=self._cpu
             )
-        else:  # routes that wait (deadlines, several candidates) or slow models
-            answers = await anyio.to_thread.run_sync(lambda: [rdv.predict(r) for r in records])
+        else:
+            answers = await anyio.to_thread.run_sync(self._predict_timed, key, records)
+        counts: dict[tuple[str, str | None, int | None, str], int] = {}
         for a in answers:
-            self.metrics.predicted(a.endpoint, a.model, a.version, a.status)
+            key4 = (a.endpoint, a.model, a.version, a.status)
+            counts[key4] = counts.get(key4, 0) + 1
+        for (endpoint, model, version, status), n in counts.items():
+            self.metrics.predicted(endpoint, model, version, status, n)
         await self._wait(waiters)
+        return answers
+
+    def _predict_timed(self, key: tuple[str, int], records: list[ev.Record]) -> list[Answer]:
+        t0 = time.perf_counter()
+        answers = self.rendezvous.predict_many(records)
+        took = (time.perf_counter() - t0) / len(records)
+        self._cost[key] = 0.8 * self._cost.get(key, took) + 0.2 * took
         return answers
 
     async def _wait(self, waiters: list[Any]) -> None:
@@ -344,8 +362,8 @@ class Service:
         ms = (time.perf_counter() - t0) * 1000
         per_row = round(ms / max(len(rows), 1), 6)
         now = ev.now()
-        records = []
-        writer = self.writer
+        records: list[ev.Record] = []
+        predictions: list[ev.Prediction] = []
         for i, (row, out) in enumerate(zip(rows, outputs, strict=True)):
             rec = ev.Record(
                 id=ids[i] if ids else new_id(), endpoint=endpoint, ts=now, features=row,
@@ -355,15 +373,18 @@ class Service:
                 model=d.name, version=d.version, digest=d.digest, role="champion",
                 status="ok", output=out, latency_ms=per_row,
             )  # fmt: skip
-            prediction = ev.Prediction(
-                record_id=rec.id, endpoint=endpoint, ts=now, scored_at=now, status="ok",
-                model=d.name, version=d.version, digest=d.digest, output=out,
-                latency_ms=per_row, policy="pinned", features=row, scores=[score],
+            predictions.append(
+                ev.Prediction(
+                    record_id=rec.id, endpoint=endpoint, ts=now, scored_at=now, status="ok",
+                    model=d.name, version=d.version, digest=d.digest, output=out,
+                    latency_ms=per_row, policy="pinned", features=row, scores=[score],
+                )
             )  # fmt: skip
-            if writer is not None:
-                writer(rec, prediction)
             records.append(rec)
-            self.metrics.predicted(endpoint, d.name, d.version, "ok")
+        if records:
+            self.metrics.predicted(endpoint, d.name, d.version, "ok", len(records))
+            if self.writer is not None:
+                self.writer.many(records, predictions)
         return d, outputs, records
 
     async def pinned(
@@ -422,6 +443,19 @@ class Service:
                 if record_id.encode() in value and _read_id(value).record_id == record_id:
                     best = (batch.partition, offset)
         return best
+
+
+class _Sink:
+    """The rendezvous's sink: errors noted for the handler, answers queued for the log."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def __call__(self, record: ev.Record, prediction: ev.Prediction) -> None:
+        self.service._sink_many([record], [prediction])
+
+    def many(self, records: list[ev.Record], predictions: list[ev.Prediction]) -> None:
+        self.service._sink_many(records, predictions)
 
 
 def new_record(endpoint: str, fields: dict[str, Any] | None, where: str) -> ev.Record:

@@ -18,6 +18,7 @@ other named outputs keep their names, stacked over rows.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ _DTYPE_NAMES = {
     "float32": "FP32", "float": "FP32", "float64": "FP64", "double": "FP64",
     "string": "BYTES", "str": "BYTES", "object": "BYTES", "bytes": "BYTES",
 }  # fmt: skip
+
+_FLOATS = frozenset({"FP16", "FP32", "FP64"})
 
 MAX_ELEMENTS = 10_000_000
 """Most elements one tensor may declare (the body size limit bounds real data first)."""
@@ -223,6 +226,15 @@ def _flatten(data: Any, out: list[Any], depth: int = 0) -> None:
 
 
 def _from_json(data: Any, datatype: str, dtype: Any, count: int, where: str) -> Any:
+    if datatype in _FLOATS and type(data) is list and len(data) == count:
+        # the usual body, a flat list of numbers: checked in one call (no bools, strings,
+        # nulls or lists, which the general path below takes with its own messages)
+        try:
+            numbers = msgspec.convert(data, list[float])
+        except msgspec.ValidationError:
+            pass
+        else:
+            return np.array(numbers, dtype=np.float64).astype(dtype)
     flat: list[Any] = []
     _flatten(data, flat)
     if len(flat) != count:
@@ -264,6 +276,11 @@ def _python(array: Any, datatype: str) -> list[Any]:
     return list(array.tolist())
 
 
+@functools.lru_cache(maxsize=256)
+def _normalized(feature_names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(normalize(f) for f in feature_names)
+
+
 def rows_from_inputs(
     inputs: list[Tensor], feature_names: tuple[str, ...]
 ) -> list[dict[str, ev.Feature]]:
@@ -272,7 +289,7 @@ def rows_from_inputs(
     if not inputs:
         raise InputError("expected at least one input tensor, got none")
     t = inputs[0]
-    wanted = {normalize(f) for f in feature_names}
+    wanted = _normalized(feature_names)
     if (
         len(inputs) == 1
         and len(t.shape) == 2

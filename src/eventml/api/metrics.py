@@ -59,19 +59,32 @@ class Metrics:
             "eventml_log_pending", "Answered requests queued for the log.", registry=r
         )
         self._children: dict[tuple[str, str, str, str], Counter] = {}
+        self._http: dict[tuple[str, str, int], tuple[Counter, Histogram, Counter | None]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
-        if status >= 400:
-            self.errors.labels(route, str(status)).inc()
+        key = (method, route, status)
+        found = self._http.get(key)
+        if found is None:  # label look-ups cost more than the counting: once per label set
+            code = str(status)
+            found = self._http[key] = (
+                self.requests.labels(method, route, code),
+                self.latency.labels(method, route),
+                self.errors.labels(route, code) if status >= 400 else None,
+            )
+        requests, latency, errors = found
+        requests.inc()
+        latency.observe(seconds)
+        if errors is not None:
+            errors.inc()
 
-    def predicted(self, endpoint: str, model: str | None, version: int | None, status: str) -> None:
+    def predicted(
+        self, endpoint: str, model: str | None, version: int | None, status: str, n: int = 1
+    ) -> None:
         key = (endpoint, model or "", "" if version is None else str(version), status)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self.predictions.labels(*key)
-        child.inc()
+        child.inc(n)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,7 +3,8 @@
 :class:`GroupCommitSink` is a :data:`~eventml.serving.online.Sink`: calling it queues the
 answered record and its prediction and returns at once. A writer thread takes what is
 queued, waits at most ``interval_ms`` (2 ms) after the first item or until ``max_items``
-are queued, then writes the whole batch in one log transaction, exactly as
+are queued, then writes the whole batch in one log transaction (the answers of one request,
+:meth:`GroupCommitSink.many`, always go in the same transaction), exactly as
 :class:`~eventml.serving.online.LogSink` does for one item: the records (``answered``,
 keyed by entity), then the predictions, each with the ``source`` position its record got.
 
@@ -88,7 +89,10 @@ class GroupCommitSink:
         self.batches = 0
         self.written = 0
         self.failed = 0
-        self._queue: deque[tuple[ev.Record, ev.Prediction]] = deque()
+        self._queue: deque[tuple[list[ev.Record], list[ev.Prediction]]] = deque()
+        """One entry per request (its answers are written in one transaction)."""
+        self._count = 0
+        """Answers queued."""
         self._waiters: dict[str, Waiter] = {}
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -101,13 +105,22 @@ class GroupCommitSink:
     # -- the sink ------------------------------------------------------------------------
 
     def __call__(self, record: ev.Record, prediction: ev.Prediction) -> None:
+        self.many([record], [prediction])
+
+    def many(self, records: list[ev.Record], predictions: list[ev.Prediction]) -> None:
+        """Queue the answers of one request: they are written together, in one transaction."""
+        if len(records) != len(predictions):
+            raise ValueError(
+                f"expected a prediction per record, got {len(predictions)} for {len(records)}"
+            )
         with self._cond:
             if self._closing:
                 raise LogUnavailable("expected a running writer, got one that is closing")
-            while len(self._queue) >= self.max_pending:
+            while self._count and self._count + len(records) > self.max_pending:
                 self._cond.wait(0.1)
-            self._queue.append((record, prediction))
-            if len(self._queue) == 1 or len(self._queue) >= self.max_items:
+            self._queue.append((records, predictions))
+            self._count += len(records)
+            if len(self._queue) == 1 or self._count >= self.max_items:
                 self._cond.notify_all()
 
     def expect(self, record_id: str) -> Waiter:
@@ -123,7 +136,7 @@ class GroupCommitSink:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return self._count
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is committed; False on timeout."""
@@ -154,25 +167,35 @@ class GroupCommitSink:
                 if not self._queue and self._closing:
                     return
                 deadline = time.monotonic() + self.interval
-                while len(self._queue) < self.max_items and not self._closing:
+                while self._count < self.max_items and not self._closing:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
-                n = min(len(self._queue), self.max_items)
-                batch = [self._queue.popleft() for _ in range(n)]
+                # whole requests, up to max_items answers (at least one request however large)
+                chunks = [self._queue.popleft()]
+                size = len(chunks[0][0])
+                while self._queue and size + len(self._queue[0][0]) <= self.max_items:
+                    chunks.append(self._queue.popleft())
+                    size += len(chunks[-1][0])
+                if len(chunks) == 1:
+                    records, predictions = chunks[0]
+                else:
+                    records = [r for chunk, _ in chunks for r in chunk]
+                    predictions = [p for _, chunk in chunks for p in chunk]
+                self._count -= len(records)
                 self._busy += 1
                 self._cond.notify_all()  # room for blocked callers
             try:
-                self._write(batch)
+                self._write(records, predictions)
             finally:
                 with self._cond:
                     self._busy -= 1
                     self._idle.notify_all()
 
-    def _write(self, batch: list[tuple[ev.Record, ev.Prediction]]) -> None:
-        records = [ev.encode(r) for r, _ in batch]
-        keys = [r.key.encode() if r.key else None for r, _ in batch]
+    def _write(self, answered: list[ev.Record], batch: list[ev.Prediction]) -> None:
+        records = [ev.encode(r) for r in answered]
+        keys = [r.key.encode() if r.key else None for r in answered]
         error: str | None = None
         positions: list[tuple[int, int]] = []
         predictions: list[ev.Prediction] = []
@@ -184,7 +207,7 @@ class GroupCommitSink:
                         msgspec.structs.replace(
                             p, source=ev.Source(topic=RECORDS, partition=part, offset=off)
                         )
-                        for (_, p), part, off in zip(
+                        for p, part, off in zip(
                             batch, landed.partitions, landed.offsets, strict=True
                         )
                     ]
@@ -204,13 +227,13 @@ class GroupCommitSink:
             if error is None:
                 self.batches += 1
                 self.written += len(batch)
-                for (_, p), pos in zip(batch, positions, strict=True):
+                for p, pos in zip(batch, positions, strict=True):
                     self.index[p.record_id] = pos
                 while len(self.index) > self.index_size:
                     self.index.popitem(last=False)
             else:
                 self.failed += len(batch)
-            for r, _ in batch:
+            for r in answered:
                 waiter = self._waiters.pop(r.id, None)
                 if waiter is not None:
                     waiter.error = error

@@ -12,6 +12,15 @@ both in one transaction.
 Routes: the newest route of the endpoint whose models are all loaded (loading happens on a
 background thread when a route event arrives; until then the previous route answers). Swap
 tokens are a stream notion: online requests switch as soon as a route is ready.
+
+The common route, one model and no deadline, takes a short path worked out once per route
+(:class:`_Plan`): the model scores on the caller's thread (a hand-off would only add
+latency), and the answer and its prediction event are built directly, with the same fields
+the general path writes. :meth:`Rendezvous.predict_many` answers the records of one request
+with one ``predict_batch`` call on such a route, one prediction event per record, handed to
+the sink together (one append); when the model refuses the batch, each record is answered
+alone, so the failing row is named and the others are answered exactly as single requests.
+Other routes answer the records one by one.
 """
 
 from __future__ import annotations
@@ -21,12 +30,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from eventml import events as ev
-from eventml.errors import EventmlError, NotFound
+from eventml.errors import EventmlError, NotFound, SchemaMismatch
 from eventml.log import Log
 from eventml.models.base import LoadedModel
 from eventml.models.registry import Registry, load_model, smoke_test
@@ -34,6 +43,14 @@ from eventml.serving.rendezvous import BanditState, Context, Result, decide, fir
 from eventml.serving.spec import RouteSpec, spec_of
 
 Sink = Callable[[ev.Record, ev.Prediction], None]
+
+
+class BatchSink(Protocol):
+    """A sink that also takes the answers of one request together (written in one append)."""
+
+    def __call__(self, record: ev.Record, prediction: ev.Prediction) -> None: ...
+
+    def many(self, records: list[ev.Record], predictions: list[ev.Prediction]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -60,20 +77,57 @@ class LogSink:
         self.lock = threading.Lock()
 
     def __call__(self, record: ev.Record, prediction: ev.Prediction) -> None:
+        self.many([record], [prediction])
+
+    def many(self, records: list[ev.Record], predictions: list[ev.Prediction]) -> None:
+        keys = [r.key.encode() if r.key else None for r in records]
         with self.lock, self.log.transaction() as tx:
             landed = tx.append(
-                "records", [ev.encode(record)], [record.key.encode()] if record.key else None
-            )
-            source = ev.Source(
-                topic="records", partition=landed.partitions[0], offset=landed.offsets[0]
+                "records", [ev.encode(r) for r in records], keys if any(keys) else None
             )
             tx.append(
-                "predictions", [ev.encode(msgspec.structs.replace(prediction, source=source))]
+                "predictions",
+                [
+                    ev.encode(
+                        msgspec.structs.replace(
+                            p, source=ev.Source(topic="records", partition=part, offset=off)
+                        )
+                    )
+                    for p, part, off in zip(
+                        predictions, landed.partitions, landed.offsets, strict=True
+                    )
+                ],
             )
+
+
+@dataclass(slots=True, frozen=True)
+class _Solo:
+    """A route's only model, whose output is the answer at once (no deadline, no bandit)."""
+
+    ref: str
+    model: LoadedModel
+    descriptor: ev.ModelDescriptor
+    role: ev.Role
+    names_error: bool
+    """Whether an ``error`` answer names the model (the decider's choice; not for ``quality``)."""
+
+
+@dataclass(slots=True, frozen=True)
+class _Plan:
+    """How an endpoint is answered now: its route, worked out once per route and loaded models."""
+
+    route: ev.RouteChanged
+    spec: RouteSpec
+    roles: dict[str, ev.Role]
+    solo: _Solo | None
 
 
 class Rendezvous:
-    """Answers online requests for every endpoint of a log."""
+    """Answers online requests for every endpoint of a log.
+
+    ``sink`` takes each answered record and its prediction (default: :class:`LogSink`); a
+    sink with a ``many`` method (:class:`BatchSink`) takes a batch's answers in one call.
+    """
 
     def __init__(
         self, log: Log, sink: Sink | None = None, *, workers: int = 16, timeout_ms: float = 10_000.0
@@ -94,6 +148,10 @@ class Rendezvous:
         self._labels_at: dict[int, int] = {}
         self._specs: dict[tuple[str, int], tuple[RouteSpec, dict[str, ev.Role]]] = {}
         self._descriptors: dict[str, ev.ModelDescriptor] = {}
+        self._plans: dict[str, _Plan | None] = {}
+        """endpoint → how it is answered; replaced (emptied) when routes or loaded models change."""
+        many = getattr(self.sink, "many", None)
+        self._many: Callable[[list[ev.Record], list[ev.Prediction]], None] | None = many
         self.sync(wait=True)
 
     # -- routes and models ---------------------------------------------------------------
@@ -101,10 +159,13 @@ class Rendezvous:
     def sync(self, wait: bool = False) -> None:
         """Fold new model and route events; start loading what new routes need."""
         with self._lock:
-            for event in self.registry.catch_up(self.log):
+            folded = self.registry.catch_up(self.log)
+            for event in folded:
                 if isinstance(event, ev.RouteChanged):
                     for ref in spec_of(event).models():
                         self._request(ref)
+            if folded:
+                self._plans = {}
             self._synced = time.monotonic()
             for ref in [r for r, f in self._loading.items() if f.done() or wait]:
                 self._collect(ref)
@@ -122,6 +183,7 @@ class Rendezvous:
         return model
 
     def _collect(self, ref: str) -> None:
+        self._plans = {}  # a route waiting for this model may answer now
         future = self._loading.pop(ref)
         try:
             self.models[ref] = future.result()
@@ -132,13 +194,41 @@ class Rendezvous:
 
     def route(self, endpoint: str) -> ev.RouteChanged | None:
         """The newest route of ``endpoint`` whose models are all loaded."""
+        plan = self._plan(endpoint)
+        return plan.route if plan is not None else None
+
+    def _plan(self, endpoint: str) -> _Plan | None:
         if time.monotonic() - self._synced > 0.05:
             self.sync()
+        plans = self._plans
+        found = plans.get(endpoint)
+        if found is not None or endpoint in plans:
+            return found
         with self._lock:
-            for route in reversed(self.registry.routes.get(endpoint, [])):
-                if all(ref in self.models for ref in spec_of(route).models()):
-                    return route
-        return None
+            routes = self.registry.routes.get(endpoint, [])
+            for route in reversed(routes):
+                spec, roles = self._spec(route)
+                if all(ref in self.models for ref in roles):
+                    found = self._make_plan(route, spec, roles)
+                    break
+            if routes:  # only endpoints that exist are remembered (bounded)
+                self._plans[endpoint] = found
+        return found
+
+    def _make_plan(
+        self, route: ev.RouteChanged, spec: RouteSpec, roles: dict[str, ev.Role]
+    ) -> _Plan:
+        refs = list(roles)
+        solo = None
+        # one model, no deadline, no bandit: whichever decider it is, the answer is its output
+        if len(refs) == 1 and spec.decider != "first" and spec.bandit is None:
+            ref = refs[0]
+            if ref in spec.answerers():
+                solo = _Solo(
+                    ref, self.models[ref], self._descriptor(ref), roles[ref],
+                    names_error=spec.decider != "quality",
+                )  # fmt: skip
+        return _Plan(route, spec, roles, solo)
 
     def model(self, ref: str) -> tuple[ev.ModelDescriptor, LoadedModel]:
         """A model by ``NAME[:VERSION]``, loaded on first use (for calls that pin a version)."""
@@ -157,12 +247,14 @@ class Rendezvous:
     def predict(self, record: ev.Record) -> Answer:
         """Answer one record by its endpoint's route (status ``no_model`` if it has none)."""
         arrival = time.perf_counter()
-        route = self.route(record.endpoint)
-        if route is None:
+        plan = self._plan(record.endpoint)
+        if plan is None:
             prediction = _prediction(record, "no_model", None, None, None, [], 0.0)
             self.sink(_answered(record), prediction)
             return _answer(prediction)
-        spec, roles = self._spec(route)
+        if plan.solo is not None:
+            return self._solo(plan, [record], arrival)[0]
+        route, spec, roles = plan.route, plan.spec, plan.roles
         if len(roles) == 1 and spec.decider != "first":
             # one model and no deadline: score inline, a thread hand-off would only add latency
             (ref,) = roles
@@ -198,6 +290,103 @@ class Rendezvous:
             )
         self._finish_later(record, route, spec, futures, results, answer, answered_ms)
         return answer
+
+    def predict_many(self, records: Sequence[ev.Record]) -> list[Answer]:
+        """Answer records of one endpoint, in order: one model call for them all when the route
+        has one model and no deadline (see the module docstring), else one by one."""
+        if len(records) < 2:
+            return [self.predict(r) for r in records]
+        arrival = time.perf_counter()
+        endpoint = records[0].endpoint
+        plan = self._plan(endpoint)
+        if plan is None or plan.solo is None or any(r.endpoint != endpoint for r in records):
+            return [self.predict(r) for r in records]
+        return self._solo(plan, records, arrival)
+
+    def _solo(
+        self, plan: _Plan, records: Sequence[ev.Record], arrival: float, row: int = 0
+    ) -> list[Answer]:
+        """Answer records with a route's only model: one call, one prediction event each.
+
+        ``row``: where a lone record stands in its request, so an error names that row.
+        """
+        solo = plan.solo
+        if solo is None:
+            raise AssertionError("unreachable: called for solo plans only")
+        model, d = solo.model, solo.descriptor
+        n = len(records)
+        t0 = time.perf_counter()
+        try:
+            outputs: Sequence[ev.Output] = model.predict_batch([r.features for r in records])
+            error: str | None = None
+        except Exception as exc:  # a model's own failure: recorded as the row's error
+            if n > 1:  # which rows fail is a per-row fact: answer each alone, as requests
+                return [
+                    self._solo(plan, [r], time.perf_counter(), i)[0] for i, r in enumerate(records)
+                ]
+            if isinstance(exc, SchemaMismatch) and exc.row == 0 and exc.where == "row 0" and row:
+                exc = SchemaMismatch(exc.message, where=f"row {row}", row=row)
+            outputs, error = [], _error_text(exc)
+        t1 = time.perf_counter()
+        spec, route = plan.spec, plan.route
+        finished_ms = (t1 - arrival) * 1000
+        latency = round((t1 - t0) * 1000 / n, 3)
+        decoy = (
+            [ev.Score(model="decoy", version=0, digest="", role="decoy", status="ok")]
+            if spec.decoy
+            else []
+        )
+        now = ev.now()
+        answered_ms = round((time.perf_counter() - arrival) * 1000, 3)
+        answers: list[Answer] = []
+        answered: list[ev.Record] = []
+        predictions: list[ev.Prediction] = []
+        if error is None:
+            status: ev.ScoreStatus = "timeout" if finished_ms > self.timeout_ms else "ok"
+            for record, out in zip(records, outputs, strict=True):
+                score = ev.Score(
+                    model=d.name, version=d.version, digest=d.digest, role=solo.role,
+                    status=status, output=out, latency_ms=latency,
+                )  # fmt: skip
+                answers.append(
+                    Answer(record.id, record.endpoint, "ok", d.name, d.version, d.digest, out,
+                           answered_ms, spec.decider, route.version)
+                )  # fmt: skip
+                predictions.append(
+                    ev.Prediction(
+                        record_id=record.id, endpoint=record.endpoint, key=record.key,
+                        ts=record.ts, scored_at=now, status="ok", model=d.name,
+                        version=d.version, digest=d.digest, output=out, latency_ms=answered_ms,
+                        policy=spec.decider, route_version=route.version,
+                        features=record.features, scores=[score, *decoy],
+                    )
+                )  # fmt: skip
+                answered.append(msgspec.structs.replace(record, answered=True))
+        else:
+            (record,) = records
+            named = d if solo.names_error else None
+            score = ev.Score(
+                model=d.name, version=d.version, digest=d.digest, role=solo.role,
+                status="error", latency_ms=latency, error=error,
+            )  # fmt: skip
+            answer = Answer(
+                record.id, record.endpoint, "error", named.name if named else None,
+                named.version if named else None, named.digest if named else None, None,
+                answered_ms, spec.decider, route.version,
+            )  # fmt: skip
+            answers.append(answer)
+            predictions.append(
+                _prediction(record, "error", answer, route, spec, [score, *decoy], answered_ms)
+            )
+            answered.append(_answered(record))
+        if n == 1:
+            self.sink(answered[0], predictions[0])
+        elif self._many is not None:
+            self._many(answered, predictions)
+        else:
+            for rec, prediction in zip(answered, predictions, strict=True):
+                self.sink(rec, prediction)
+        return answers
 
     def _score_one(self, ref: str, role: ev.Role, record: ev.Record, arrival: float) -> Result:
         t0 = time.perf_counter()
@@ -290,15 +479,7 @@ class Rendezvous:
         status: ev.ScoreStatus = "error" if not r.ok else ("ok" if in_time else "late")
         if r.ok and r.finished_ms is not None and r.finished_ms > self.timeout_ms:
             status = "timeout"
-        error = (
-            None
-            if r.error is None
-            else (
-                str(r.error)
-                if isinstance(r.error, EventmlError)
-                else f"{type(r.error).__name__}: {r.error}"
-            )
-        )
+        error = None if r.error is None else _error_text(r.error)
         return ev.Score(
             model=d.name, version=d.version, digest=d.digest, role=r.role, status=status,
             output=r.outputs[0] if r.outputs else None, latency_ms=round(r.latency_ms, 3), error=error,
@@ -340,6 +521,10 @@ class Rendezvous:
         self._loader.shutdown(wait=True, cancel_futures=True)
         for model in self.models.values():
             model.close()
+
+
+def _error_text(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, EventmlError) else f"{type(exc).__name__}: {exc}"
 
 
 def _answered(record: ev.Record) -> ev.Record:
