@@ -339,3 +339,19 @@ def test_stored_fold_of_another_log_is_not_used(tmp_path: Path) -> None:
     spec = ViewSpec(endpoint="churn")
     assert view.table.equals(fresh(log, tmp_path / "log.sqlite.views", spec).table)
     log.close()
+
+
+def test_a_fold_that_cannot_be_kept_still_gives_the_view(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = open_log(str(tmp_path), Settings())
+    write_predictions(log, 20)
+    append_labels(log, record_labels([f"r{i:06d}" for i in range(20)], [1] * 10 + [0] * 10))
+    (tmp_path / "log.sqlite.views").write_text("not a folder")  # the cache cannot be written
+    with caplog.at_level("WARNING", logger="eventml.learning.views"):
+        view = build_view(log, ViewSpec(endpoint="churn"))
+    assert (view.table.num_rows, view.labels) == (20, {"1": 10, "0": 10})
+    assert "could not keep the fold in" in caplog.text
+    assert (tmp_path / "log.sqlite.views").read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []
+    log.close()

@@ -38,8 +38,10 @@ the start every time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import logging
 import operator
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -58,6 +60,7 @@ from eventml.errors import InputError, expected_got
 from eventml.learning.labels import TOPIC as LABELS
 from eventml.log import Batch, Log
 
+LOGGER = logging.getLogger("eventml.learning.views")
 PREDICTIONS = "predictions"
 FEATURE_PREFIX = "feature."
 SERVED_PROBA = "served_proba."
@@ -280,12 +283,17 @@ class _Store:
             for p, e in enumerate(ends)
         ]
         meta = {**meta, "format": _FOLD_FORMAT, "ends": ends, "marks": marks}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         table = table.replace_schema_metadata({b"eventml.fold": _json.encode(meta)})
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            os.replace(tmp, self.path)
+        except (OSError, pa.ArrowException) as exc:  # a cache: the view itself is complete
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            LOGGER.warning("could not keep the fold in %s: %s", self.path, exc)
 
 
 class _Preds:
