@@ -211,7 +211,7 @@ class Engine:
                 )
 
     def _append_retired(self, name: str, version: int, digest: str) -> None:
-        event = StatsView.from_log(self.log, pause_s=0.001).retired(name, version, digest)
+        event = StatsView.from_log(self.log, hurry=self._stop).retired(name, version, digest)
         self.log.append("models", [ev.encode(event)], partition=0)
 
     # -- scoring -------------------------------------------------------------------------
@@ -584,6 +584,7 @@ class Engine:
         self._stop.set()
 
     def close(self) -> None:
+        self._stop.set()  # and retirement folds go at full speed
         for future in self._retiring:
             future.result()  # a retirement's statistics are never dropped
         self._loader.shutdown(wait=True, cancel_futures=True)

@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -142,24 +143,29 @@ class StatsView:
             self.add(p)
 
     @classmethod
-    def from_log(cls, log: Log, *, pause_s: float = 0.0) -> StatsView:
-        """Fold every prediction event. ``pause_s``: sleep that long after each chunk of
-        1,000 events, for a fold on a background thread of a busy process (the engine's
-        retirement statistics): holding the GIL and the log for whole seconds would stall
-        the scoring thread, which then waits at most one chunk."""
+    def from_log(cls, log: Log, *, hurry: threading.Event | None = None) -> StatsView:
+        """Fold every prediction event.
+
+        With ``hurry`` (a fold on a background thread of a busy process: the engine's
+        retirement statistics), the fold reads small chunks and sleeps nine times as long
+        as each took, so it takes about a tenth of a core and holds the GIL and the log a
+        millisecond or two at a time, until ``hurry`` is set (the engine is closing).
+        """
         view = cls()
         if TOPIC not in log.topics():
             return view
+        limit = 10_000 if hurry is None else 250
         for partition, end in enumerate(log.end_offsets(TOPIC)):
             pos = 0
             while pos < end:
-                batch = log.read(TOPIC, partition, pos, end, limit=1_000 if pause_s else 10_000)
+                start = time.perf_counter()
+                batch = log.read(TOPIC, partition, pos, end, limit=limit)
                 if not batch.offsets:
                     break
                 view.extend(map(_read_slim, batch.values))
                 pos = batch.next_offset
-                if pause_s:
-                    time.sleep(pause_s)
+                if hurry is not None and not hurry.is_set():
+                    hurry.wait(9 * (time.perf_counter() - start))
         return view
 
     def retired(self, model: str, version: int, digest: str) -> ev.ModelRetired:
