@@ -12,12 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer as RawConsumer
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from eventml.config import Settings
 from eventml.errors import ConfigError, InputError, LogUnavailable
 from eventml.log import Log, open_log
 from eventml.log._kafka import KafkaLog
+from eventml.log._kafka_tx import Unsettled
 from tests.log.conformance import LogConformance
 from tests.log.conftest import Broker, free_port_pair, require_java_and_maven, stop_broker
 
@@ -173,3 +176,46 @@ def test_broker_restart_mid_stream_loses_nothing_acknowledged(tmp_path: Path) ->
             assert log.committed("g", "records") == {0: 40}
     finally:
         stop_broker(broker)
+
+
+@pytest.mark.parametrize("commit", [True, False])
+def test_settling_a_transaction_leaves_nothing_readers_see(bootstrap: str, commit: bool) -> None:
+    """A settle record ends a lost transaction's partitions; no eventml reader sees it.
+
+    The lost transaction is stood in for by one whose recorded last offset lies beyond
+    the partition's end (its markers look missing); settling writes the empty record with
+    its header in a transaction of the same outcome, and the end offset moves past it.
+    """
+    with open_log(f"kafka://{bootstrap}", Settings(partitions=1)) as log:
+        assert isinstance(log, KafkaLog)
+        with log.transaction() as tx:
+            tx.append("out", [b"a", b"b"])
+        end = log.end_offsets("out")[0]
+        log.unsettled = Unsettled(
+            commit=commit, parts={("out", 0): end}, offsets={}, group="", member=None
+        )
+        with log.consumer("g", ["out"]) as c:
+            assert [list(b.values) for b in c.poll(10)] == [[b"a", b"b"]]
+            with log.transaction() as tx:  # settles first
+                tx.append("out", [b"c"])
+            assert log.unsettled is None
+            # the settle record and its marker, then "c" and its marker
+            assert log.end_offsets("out") == [end + 4]
+            assert [list(b.values) for b in c.poll(10)] == [[b"c"]]
+        assert list(log.read("out", 0).values) == [b"a", b"b", b"c"]
+        raw = RawConsumer({
+            "bootstrap.servers": bootstrap, "group.id": "raw", "enable.auto.commit": False,
+            "isolation.level": "read_committed" if commit else "read_uncommitted",
+        })  # fmt: skip
+        try:
+            raw.assign([TopicPartition("out", 0, end)])
+            msg = raw.poll(10)
+            assert msg is not None
+            assert msg.error() is None
+            assert (msg.offset(), msg.value(), msg.headers()) == (
+                end,
+                b"",
+                [("eventml-settle", b"")],
+            )
+        finally:
+            raw.close()

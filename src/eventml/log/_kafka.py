@@ -34,7 +34,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka import (
     Consumer as RawConsumer,
@@ -59,8 +59,14 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from eventml.config import Settings
-from eventml.errors import InputError, LogError, LogUnavailable, NotFound
-from eventml.log._kafka_common import LOGGER, KafkaUrl, client_config, mapped
+from eventml.errors import EventmlError, InputError, LogError, LogUnavailable, NotFound
+from eventml.log._kafka_common import (
+    LOGGER,
+    KafkaUrl,
+    client_config,
+    is_settle,
+    mapped,
+)
 from eventml.log._local import Partitioner
 from eventml.log.base import (
     Appended,
@@ -93,6 +99,9 @@ Streams' default under exactly-once. A transaction is only the appends and the c
 one batch (the engine scores before it begins), so it never needs longer.
 """
 
+if TYPE_CHECKING:
+    from eventml.log._kafka_tx import Unsettled
+
 _T = TypeVar("_T")
 _instances = itertools.count()
 
@@ -113,8 +122,11 @@ class KafkaLog(Log):
         self._tx_lock = threading.RLock()
         self._producer: Producer | None = None
         self._tx_producer: Producer | None = None
+        self._tx_cut = False  # the transactional producer lost its brokers since its init
         self._reader: RawConsumer | None = None
         self._tx_id = f"eventml-{socket.gethostname()}-{os.getpid()}-{next(_instances)}"
+        self.unsettled: Unsettled | None = None
+        """This log's last transaction, while its markers are not known to be written."""
         self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
         self._closed = False
         probe = min(timeout, PROBE_TIMEOUT)
@@ -249,21 +261,56 @@ class KafkaLog(Log):
         )
         return {(tp.topic, tp.partition): info.offset for tp, info in done.items()}
 
-    def await_stable(self, last: dict[TP, int]) -> None:
-        """Wait until the last stable offset passes ``last`` (transaction markers written)."""
+    def await_stable(self, last: dict[TP, int]) -> bool:
+        """Wait until the last stable offset passes ``last`` (transaction markers written).
+
+        False when the broker stopped answering before it did: the markers may be lost
+        (see ``_kafka_tx``). True otherwise, also when the wait timed out, since another
+        producer's open transaction holds the same offsets back. Never raises: the
+        transaction already ended.
+        """
         deadline = time.monotonic() + self.timeout
         while last:
-            ends = self.ends(last)
+            try:
+                ends = self.ends(last)
+            except EventmlError as exc:
+                LOGGER.warning("transaction markers not confirmed: %s", exc)
+                return False
             last = {tp: off for tp, off in last.items() if ends[tp] <= off}
             if not last:
-                return
+                break
             if time.monotonic() > deadline:
                 LOGGER.warning("transaction markers not visible after %gs: %s", self.timeout, last)
-                return
+                break
             time.sleep(0.005)
+        return True
+
+    def unstable_offsets(self, group: str, partitions: Iterable[TP]) -> set[TP]:
+        """The partitions whose offset commit in ``group`` is held by an open transaction."""
+        request = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for t, p in partitions])
+        done = self._wait(
+            self._admin.list_consumer_group_offsets(
+                [request], require_stable=True, request_timeout=self.timeout
+            ),
+            f"list the offsets of consumer group {group!r}",
+        )
+        parts = next(iter(done.values())).topic_partitions or []
+        return {
+            (tp.topic, tp.partition)
+            for tp in parts
+            if tp.error is not None and tp.error.code() == KafkaError.UNSTABLE_OFFSET_COMMIT
+        }
 
     def producer(self, transactional: bool = False) -> Producer:
-        """The idempotent producer, or the transactional one (initialised once)."""
+        """The idempotent producer, or the transactional one (initialised once).
+
+        The transactional producer is replaced (same ``transactional.id``, so the same
+        producer id; its init fences the old one and aborts what it left open) once it
+        has lost its connection to the cluster: after a broker restart, librdkafka
+        2.16's ``send_offsets_to_transaction`` can wait for good on the group
+        coordinator it knew before (its timeout is not enforced; librdkafka issues
+        5456 and 5511), and the engine would hang there without a word.
+        """
         with self._lock:
             if self._closed:
                 raise LogError("expected an open log, got a closed one", where=self.servers)
@@ -271,10 +318,17 @@ class KafkaLog(Log):
                 if self._producer is None:
                     self._producer = Producer(self._producer_config())
                 return self._producer
+            if self._tx_producer is not None:
+                self._tx_producer.poll(0)  # serves the error callback: sets _tx_cut
+                if self._tx_cut:
+                    LOGGER.info("replacing transactional producer %r after a cut", self._tx_id)
+                    self._tx_producer = None
             if self._tx_producer is None:
                 config = self._producer_config()
                 config["transactional.id"] = self._tx_id
                 config["transaction.timeout.ms"] = self.transaction_timeout_ms
+                config["error_cb"] = self._on_tx_error
+                self._tx_cut = False
                 producer = Producer(config)
                 self._call(
                     lambda: producer.init_transactions(self.timeout),
@@ -282,6 +336,11 @@ class KafkaLog(Log):
                 )
                 self._tx_producer = producer
             return self._tx_producer
+
+    def _on_tx_error(self, err: KafkaError) -> None:
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._tx_cut = True
+        _log_error(err)
 
     def drop_transactional(self) -> None:
         """Forget a transactional producer that hit a fatal error (the next one re-inits)."""
@@ -309,6 +368,7 @@ class KafkaLog(Log):
         values: Sequence[bytes],
         keys: Sequence[bytes | None] | None,
         partition: int | None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> Appended:
         """Produce one batch with explicit partitions; wait for every delivery report."""
         where = f"append to topic {topic!r}"
@@ -338,7 +398,12 @@ class KafkaLog(Log):
                 while True:
                     try:
                         producer.produce(
-                            topic, value, key, partition=per_value[i], on_delivery=report(i)
+                            topic,
+                            value,
+                            key,
+                            partition=per_value[i],
+                            on_delivery=report(i),
+                            headers=headers,
                         )
                         break
                     except BufferError:
@@ -491,6 +556,8 @@ class KafkaLog(Log):
                         done = off >= hi
                     elif off >= hi:
                         done = True
+                    elif is_settle(msg):  # not an entry: see _kafka_tx.settle
+                        done = off >= hi - 1
                     else:
                         offsets.append(off)
                         stamps.append(msg.timestamp()[1])

@@ -14,7 +14,7 @@ import re
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from eventml.errors import (
     ConfigError,
@@ -40,6 +40,13 @@ class _ClientLog:
     def log(self, level: int, msg: str, *args: object) -> None:
         CLIENT_LOGGER.debug(msg, *args)
 
+
+SETTLE_HEADER = "eventml-settle"
+"""Header of the empty record that settles a transaction whose markers went missing.
+
+eventml's readers skip such records (see ``_kafka_tx.settle``); other Kafka clients see
+one empty value with this header.
+"""
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds an operation waits for an unreachable broker before :class:`LogUnavailable`."""
@@ -134,6 +141,14 @@ def client_config(servers: str, timeout: float, **extra: Any) -> dict[str, Any]:
     }
     config.update(extra)
     return config
+
+
+def is_settle(msg: Message) -> bool:
+    """A settle record (empty value, :data:`SETTLE_HEADER`): not an entry of the log."""
+    if len(msg):  # the value's length: cheap, and eventml never appends an empty value with headers
+        return False
+    headers = msg.headers()
+    return isinstance(headers, list) and any(h[0] == SETTLE_HEADER for h in headers)
 
 
 def kafka_error(exc: BaseException | KafkaError) -> KafkaError | None:

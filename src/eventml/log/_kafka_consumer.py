@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer as RawConsumer
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from eventml.errors import GroupBusy, InputError, NotFound
-from eventml.log._kafka_common import LOGGER, client_config, kafka_error, mapped
+from eventml.errors import EventmlError, GroupBusy, InputError, LogUnavailable, NotFound
+from eventml.log._kafka_common import LOGGER, client_config, is_settle, kafka_error, mapped
 from eventml.log.base import Batch, Consumer
 from eventml.log.base import TopicPartition as TP
 
@@ -52,6 +52,7 @@ class KafkaConsumer(Consumer):
         self._pos: dict[TP, int] = {}
         self._buffer: list[Message] = []
         self._rebalances = 0
+        self._pending: set[TP] = set()  # assigned, start offsets not known yet (paused)
         self._missing = set(self.topics)
         self._c = RawConsumer(
             client_config(
@@ -91,18 +92,53 @@ class KafkaConsumer(Consumer):
         self._rebalances += 1
         if not parts:
             return
-        committed = self._committed(consumer, parts)
+        try:
+            starts = self._starts(consumer, parts, in_callback=True)
+        except EventmlError as exc:
+            # Raising from here would not undo the assignment: confluent-kafka assigns the
+            # partitions itself when the callback fails, librdkafka fetches them, and this
+            # object, which never learnt their positions, drops every entry: the member
+            # would sit idle for good. Take them paused instead, and start them on the
+            # next poll (which raises this again while it lasts).
+            LOGGER.info("consumer %r: partitions assigned, not started: %s", self.group, exc)
+            consumer.incremental_assign([TopicPartition(tp.topic, tp.partition) for tp in parts])
+            consumer.pause(parts)
+            self._pending.update((tp.topic, tp.partition) for tp in parts)
+            return
+        consumer.incremental_assign([TopicPartition(t, p, off) for (t, p), off in starts.items()])
+        self._pos.update(starts)
+
+    def _starts(
+        self, consumer: RawConsumer, parts: list[TopicPartition], in_callback: bool = False
+    ) -> dict[TP, int]:
+        """Where to start each partition: the group's committed offset, else the first one."""
+        committed = self._committed(consumer, parts, in_callback)
         fresh = [(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
         first = self._log.earliest(fresh)
         starts: dict[TP, int] = {}
         for tp in committed:
             key = (tp.topic, tp.partition)
             starts[key] = tp.offset if tp.offset >= 0 else first[key]
-        consumer.incremental_assign([TopicPartition(t, p, off) for (t, p), off in starts.items()])
+        return starts
+
+    def _start_pending(self) -> None:
+        """Start the partitions that :meth:`_on_assign` could not (raises while it cannot)."""
+        parts = [TopicPartition(t, p) for t, p in sorted(self._pending)]
+        starts = self._starts(self._c, parts)
+        try:
+            # Assigned again at the known offsets: nothing librdkafka did meanwhile counts.
+            self._c.incremental_unassign(parts)
+            self._c.incremental_assign(
+                [TopicPartition(t, p, off) for (t, p), off in starts.items()]
+            )
+            self._c.resume(parts)
+        except KafkaException as exc:
+            raise mapped(exc, self._log.servers, f"assign partitions of {self.group!r}") from exc
+        self._pending.clear()
         self._pos.update(starts)
 
     def _committed(
-        self, consumer: RawConsumer, parts: list[TopicPartition]
+        self, consumer: RawConsumer, parts: list[TopicPartition], in_callback: bool = False
     ) -> list[TopicPartition]:
         """The group's committed offsets of newly assigned partitions, once they are stable.
 
@@ -111,7 +147,12 @@ class KafkaConsumer(Consumer):
         producers, 60 s for librdkafka's default). Meanwhile the coordinator answers
         ``UNSTABLE_OFFSET_COMMIT``, which librdkafka retries until the call times out.
         Starting anywhere else would score records twice or skip them, so wait (bounded
-        by :data:`UNSTABLE_WAIT`) while the broker itself answers.
+        by :data:`UNSTABLE_WAIT`) while the broker itself answers. When the transaction is
+        this log's own, whose markers a broker shutdown lost, nobody else can end it:
+        settle it (``_kafka_tx.settle``) and ask again. Not from a rebalance callback
+        (``in_callback``): a transactional call made there never returns
+        (``send_offsets_to_transaction`` waits for good, confluent-kafka 2.16), so the
+        partitions wait for the next poll.
         """
         deadline = time.monotonic() + UNSTABLE_WAIT
         doing = f"fetch the committed offsets of consumer group {self.group!r}"
@@ -125,6 +166,21 @@ class KafkaConsumer(Consumer):
                     raise
                 if err.code() not in _UNSTABLE or time.monotonic() > deadline:
                     raise mapped(err, self._log.servers, doing) from exc
+            lost = self._log.unsettled
+            if lost is not None and lost.group == self.group and in_callback:
+                raise LogUnavailable(
+                    f"expected the committed offsets of consumer group {self.group!r}, got "
+                    "them held by this log's own transaction; settling it on the next poll",
+                    where=f"kafka://{self._log.servers}",
+                )
+            if lost is not None and lost.group == self.group:
+                from eventml.log._kafka_tx import settle  # it imports this module
+
+                try:
+                    settle(self._log, self)
+                    continue
+                except EventmlError as exc:
+                    LOGGER.info("consumer %r: settling failed: %s", self.group, exc)
             # A broker that is down raises LogUnavailable here; one that answers is waiting
             # for a transaction to end.
             self._log.ends((tp.topic, tp.partition) for tp in parts)
@@ -142,6 +198,7 @@ class KafkaConsumer(Consumer):
     def _on_revoke(self, consumer: RawConsumer, parts: list[TopicPartition]) -> None:
         self._rebalances += 1
         gone = {(tp.topic, tp.partition) for tp in parts}
+        self._pending -= gone
         for key in gone:
             self._pos.pop(key, None)
         self._buffer = [m for m in self._buffer if (m.topic(), m.partition()) not in gone]
@@ -204,7 +261,8 @@ class KafkaConsumer(Consumer):
                 continue
             offset = msg.offset() or 0
             if key in self._pos and offset >= self._pos[key]:
-                out.append(msg)
+                if not is_settle(msg):  # not an entry (see _kafka_tx.settle)
+                    out.append(msg)
                 self._pos[key] = offset + 1
         del self._buffer[:used]
         return out
@@ -223,6 +281,8 @@ class KafkaConsumer(Consumer):
                 self._await_rebalance(seen)
         if self._rebalances == 0 and len(self._missing) < len(self.topics):
             self._await_rebalance(0)  # the first join did not finish in the constructor
+        if self._pending:
+            self._start_pending()
         catch_up = now + self._log.timeout
         ends: dict[TP, int] | None = None
         out: list[Message] = []
@@ -325,6 +385,7 @@ class KafkaConsumer(Consumer):
             self._closed = True
             self._buffer.clear()
             self._pos.clear()
+            self._pending.clear()
             try:
                 self._c.close()
             except KafkaException as exc:
