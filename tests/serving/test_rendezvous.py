@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
+import msgspec
 import numpy as np
 import pytest
 import skops.io as sio
@@ -24,7 +25,7 @@ from eventml.ingest import SendOptions, send_file
 from eventml.log import Log, open_log
 from eventml.models.registry import Registry, push_model
 from eventml.serving.engine import Engine
-from eventml.serving.online import Rendezvous
+from eventml.serving.online import Answered, LogSink, Rendezvous
 from eventml.serving.routes import deploy, rollback
 from eventml.serving.spec import BanditSpec, CanarySpec, RouteSpec, Step, parse_spec
 
@@ -448,3 +449,134 @@ def test_a_batch_on_a_route_with_several_models_is_answered_one_by_one(log: Log)
     assert batched == singles
     assert [_seen(p) for p in together.predictions] == [_seen(p) for p in one_by_one.predictions]
     assert together.calls == [1] * 10
+
+
+class _Bytes(_Collect):
+    """A sink that also takes answers as log bytes, as :class:`LogSink` and the API's writer do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answered: list[Answered] = []
+
+    def write(self, answered: Answered) -> None:
+        self.answered.append(answered)
+
+
+def _logged_as_before(old: _Collect, new: _Bytes) -> None:
+    """The bytes ``new`` got are ``events.encode`` of the structs ``old`` got, but for their
+    timings (scoring time, latencies: taken from the bytes) and their place on ``records``."""
+    assert new.calls == []  # nothing went by structs
+    ids = [r.id for r in old.records]
+    assert [i for a in new.answered for i in a.ids] == ids
+    assert [v for a in new.answered for v in a.records] == [ev.encode(r) for r in old.records]
+    assert [k for a in new.answered for k in a.keys] == [
+        r.key.encode() if r.key else None for r in old.records
+    ]
+    logged: list[bytes] = []
+    for a in new.answered:
+        at = len(logged)
+        partitions = [(at + i) % 3 for i in range(len(a))]
+        logged += a.predictions(partitions, [1000 + at + i for i in range(len(a))])
+    assert len(logged) == len(old.predictions)
+    for i, (value, p) in enumerate(zip(logged, old.predictions, strict=True)):
+        got = ev.decode(value, ev.Prediction)
+        timed = msgspec.structs.replace(
+            p, scored_at=got.scored_at, latency_ms=got.latency_ms,
+            source=ev.Source(topic="records", partition=i % 3, offset=1000 + i),
+            scores=[
+                msgspec.structs.replace(s, latency_ms=g.latency_ms)
+                for s, g in zip(p.scores, got.scores, strict=True)
+            ],
+        )  # fmt: skip
+        assert value == ev.encode(timed)
+
+
+def _both_ways(log: Log, records: list[ev.Record], batch: bool) -> tuple[_Collect, _Bytes]:
+    sinks = (_Collect(), _Bytes())
+    for sink in sinks:
+        rdv = Rendezvous(log, sink=sink)
+        answers = rdv.predict_many(records) if batch else [rdv.predict(r) for r in records]
+        assert all(a.status == "ok" for a in answers)
+        rdv.close()
+    return sinks
+
+
+@pytest.mark.parametrize("decoy", [False, True])
+@pytest.mark.parametrize("batch", [False, True])
+def test_answers_logged_as_bytes_are_what_the_structs_encode_to(
+    log: Log, decoy: bool, batch: bool
+) -> None:
+    deploy(log, "wine", spec=RouteSpec(champion="base", decoy=decoy))
+    rows = wine_rows()[:100] if batch else wine_rows()[:1]
+    records = [record(i, row, key=f"k{i}" if i % 3 else None) for i, row in enumerate(rows)]
+    old, new = _both_ways(log, records, batch)
+    assert len(new.answered) == 1 if batch else len(records)
+    _logged_as_before(old, new)
+
+
+@pytest.mark.parametrize("n", [1, 5, 100])
+def test_classifier_answers_logged_as_bytes_are_what_the_structs_encode_to(
+    tmp_path: Path, n: int
+) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(n, 3)) * 1.5
+    with open_log("memory://", Settings()) as log:
+        push_model(log, classifiers(tmp_path)["lr"], "lr", features=("a", "b", "c"))
+        deploy(log, "e", spec=RouteSpec(champion="lr", decoy=True))
+        records = [
+            ev.Record(
+                id=f"r{i}", endpoint="e", ts=ev.now(), features=dict(zip("abc", r, strict=True))
+            )
+            for i, r in enumerate(x.tolist())
+        ]
+        old, new = _both_ways(log, records, batch=True)
+    _logged_as_before(old, new)
+
+
+def test_log_sink_writes_the_short_path_as_bytes(log: Log) -> None:
+    deploy(log, "wine", spec=RouteSpec(champion="base", decoy=True))
+    records = [record(i, row, key=f"k{i}") for i, row in enumerate(wine_rows()[:20])]
+    rdv = Rendezvous(log)
+    answers = [*rdv.predict_many(records), rdv.predict(record(20, wine_rows()[20]))]
+    rdv.close()
+    recs = [ev.decode(v, ev.Record) for b in log.read_all("records") for v in b.values]
+    preds = {
+        (b.partition, o): ev.decode(v, ev.Prediction)
+        for b in log.read_all("predictions")
+        for o, v in zip(b.offsets, b.values, strict=True)
+    }
+    assert {r.id for r in recs} == {f"r{i}" for i in range(21)}
+    assert len(recs) == 21
+    assert all(r.answered for r in recs)
+    positions = {
+        r.id: (b.partition, o)
+        for b in log.read_all("records")
+        for o, r in zip(b.offsets, ev.decode_many(b.values, ev.Record), strict=True)
+    }
+    assert len(preds) == 21
+    for p in preds.values():
+        assert p.source is not None
+        assert positions[p.record_id] == (p.source.partition, p.source.offset)
+    by_id = {p.record_id: p for p in preds.values()}
+    assert [by_id[a.record_id].output for a in answers] == [a.output for a in answers]
+    assert {(p.status, p.model, p.scores[-1].role) for p in preds.values()} == {
+        ("ok", "base", "decoy")
+    }
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_an_int_over_64_bits_is_refused_by_the_bytes_path_as_by_the_structs(
+    log: Log, batch: bool
+) -> None:
+    deploy(log, "wine", "base")
+    rows = wine_rows()[:3]
+    rows[1] = {**rows[1], "alcohol": 2**70}
+    records = [record(i, row) for i, row in enumerate(rows)]
+    for sink in (_Bytes(), LogSink(log)):
+        rdv = Rendezvous(log, sink=sink)
+        with pytest.raises(InputError, match="expected integers within 64 bits"):
+            if batch:
+                rdv.predict_many(records)
+            else:
+                rdv.predict(records[1])
+        rdv.close()

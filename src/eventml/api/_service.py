@@ -29,7 +29,7 @@ from eventml.errors import EventmlError, InputError, NotFound
 from eventml.ingest import check_endpoint
 from eventml.log import Log, open_log
 from eventml.models.base import LoadedModel
-from eventml.serving.online import Answer, Rendezvous
+from eventml.serving.online import Answer, Answered, Rendezvous
 from eventml.serving.spec import RouteSpec, spec_of
 
 _log = logging.getLogger("eventml.api")
@@ -217,11 +217,9 @@ class Service:
         """Why a record's answer has status ``error`` (taken once)."""
         return self.errors.pop(record_id, None)
 
-    def _committed(
-        self, predictions: list[ev.Prediction], positions: list[tuple[int, int]]
-    ) -> None:
+    def _committed(self, ids: list[str], positions: list[tuple[int, int]]) -> None:
         self.metrics.batches.inc()
-        self.metrics.written.inc(len(predictions))
+        self.metrics.written.inc(len(ids))
         self.metrics.pending.set(self.writer.pending if self.writer else 0)
 
     # -- what a name means ---------------------------------------------------------------
@@ -303,7 +301,8 @@ class Service:
         scoring go to as many threads as there are cores (more only take turns at the GIL);
         routes that wait (deadlines, several candidates) and slow models go to threads.
         The cost is measured on every path, so one slow call (a pause, a busy machine)
-        moves a route off the loop only until the next calls show it fast again.
+        moves a route off the loop only until the next calls show it fast again; a route's
+        first call, not yet measured, goes to a thread.
         """
         rdv = self.rendezvous
         if not records:
@@ -315,7 +314,8 @@ class Service:
         )
         key = (route.endpoint, route.version) if route else ("", 0)
         inline = self._scores_inline(route)
-        cost = self._cost.get(key, 0.0)
+        # a route not yet measured scores on a thread: its first call may be a slow model
+        cost = self._cost.get(key, float("inf"))
         if inline and cost * len(records) < _INLINE_S:
             answers = self._predict_timed(key, records)
         elif inline and cost < _INLINE_S:
@@ -456,6 +456,11 @@ class _Sink:
 
     def many(self, records: list[ev.Record], predictions: list[ev.Prediction]) -> None:
         self.service._sink_many(records, predictions)
+
+    def write(self, answered: Answered) -> None:
+        """Answers as log bytes (the short path's: answered ``ok``, no errors to note)."""
+        if self.service.writer is not None:
+            self.service.writer.write(answered)
 
 
 def new_record(endpoint: str, fields: dict[str, Any] | None, where: str) -> ev.Record:

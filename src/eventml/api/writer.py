@@ -1,7 +1,9 @@
 """The group-commit sink: answered requests reach the log in batches, off the latency path.
 
 :class:`GroupCommitSink` is a :data:`~eventml.serving.online.Sink`: calling it queues the
-answered record and its prediction and returns at once. A writer thread takes what is
+answered record and its prediction and returns at once (:meth:`GroupCommitSink.write` takes
+a request's answers already encoded, :class:`~eventml.serving.online.Answered`: what the
+rendezvous's short path hands over, no struct per row). A writer thread takes what is
 queued, waits at most ``interval_ms`` (2 ms) after the first item or until ``max_items``
 are queued, then writes the whole batch in one log transaction (the answers of one request,
 :meth:`GroupCommitSink.many`, always go in the same transaction), exactly as
@@ -33,11 +35,10 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import msgspec
-
 from eventml import events as ev
 from eventml.errors import EventmlError, LogUnavailable
 from eventml.log import Log
+from eventml.serving.online import Answered
 
 RECORDS = "records"
 PREDICTIONS = "predictions"
@@ -61,8 +62,8 @@ class Waiter:
             raise LogUnavailable(f"expected the answer on the log, got {self.error}")
 
 
-Committed = Callable[[list[ev.Prediction], list[tuple[int, int]]], None]
-"""Told after each commit: the predictions and their (partition, offset) on ``predictions``."""
+Committed = Callable[[list[str], list[tuple[int, int]]], None]
+"""Told after each commit: the record ids and their predictions' (partition, offset)."""
 
 
 class GroupCommitSink:
@@ -89,7 +90,7 @@ class GroupCommitSink:
         self.batches = 0
         self.written = 0
         self.failed = 0
-        self._queue: deque[tuple[list[ev.Record], list[ev.Prediction]]] = deque()
+        self._queue: deque[Answered] = deque()
         """One entry per request (its answers are written in one transaction)."""
         self._count = 0
         """Answers queued."""
@@ -109,17 +110,18 @@ class GroupCommitSink:
 
     def many(self, records: list[ev.Record], predictions: list[ev.Prediction]) -> None:
         """Queue the answers of one request: they are written together, in one transaction."""
-        if len(records) != len(predictions):
-            raise ValueError(
-                f"expected a prediction per record, got {len(predictions)} for {len(records)}"
-            )
+        self.write(Answered.of(records, predictions))
+
+    def write(self, answered: Answered) -> None:
+        """Queue the answers of one request, as log bytes (one transaction, like :meth:`many`)."""
+        n = len(answered)
         with self._cond:
             if self._closing:
                 raise LogUnavailable("expected a running writer, got one that is closing")
-            while self._count and self._count + len(records) > self.max_pending:
+            while self._count and self._count + n > self.max_pending:
                 self._cond.wait(0.1)
-            self._queue.append((records, predictions))
-            self._count += len(records)
+            self._queue.append(answered)
+            self._count += n
             if len(self._queue) == 1 or self._count >= self.max_items:
                 self._cond.notify_all()
 
@@ -174,72 +176,67 @@ class GroupCommitSink:
                     self._cond.wait(left)
                 # whole requests, up to max_items answers (at least one request however large)
                 chunks = [self._queue.popleft()]
-                size = len(chunks[0][0])
-                while self._queue and size + len(self._queue[0][0]) <= self.max_items:
+                size = len(chunks[0])
+                while self._queue and size + len(self._queue[0]) <= self.max_items:
                     chunks.append(self._queue.popleft())
-                    size += len(chunks[-1][0])
-                if len(chunks) == 1:
-                    records, predictions = chunks[0]
-                else:
-                    records = [r for chunk, _ in chunks for r in chunk]
-                    predictions = [p for _, chunk in chunks for p in chunk]
-                self._count -= len(records)
+                    size += len(chunks[-1])
+                self._count -= size
                 self._busy += 1
                 self._cond.notify_all()  # room for blocked callers
             try:
-                self._write(records, predictions)
+                self._write(chunks)
             finally:
                 with self._cond:
                     self._busy -= 1
                     self._idle.notify_all()
 
-    def _write(self, answered: list[ev.Record], batch: list[ev.Prediction]) -> None:
-        records = [ev.encode(r) for r in answered]
-        keys = [r.key.encode() if r.key else None for r in answered]
+    def _write(self, chunks: list[Answered]) -> None:
+        if len(chunks) == 1:
+            ids, records, keys = chunks[0].ids, chunks[0].records, chunks[0].keys
+        else:
+            ids = [i for chunk in chunks for i in chunk.ids]
+            records = [r for chunk in chunks for r in chunk.records]
+            keys = [k for chunk in chunks for k in chunk.keys]
         error: str | None = None
         positions: list[tuple[int, int]] = []
-        predictions: list[ev.Prediction] = []
         for attempt in range(4):
             try:
                 with self.log.transaction() as tx:
                     landed = tx.append(RECORDS, records, keys if any(keys) else None)
-                    predictions = [
-                        msgspec.structs.replace(
-                            p, source=ev.Source(topic=RECORDS, partition=part, offset=off)
+                    predictions: list[bytes] = []
+                    at = 0
+                    for chunk in chunks:  # each request's predictions name where its records are
+                        end = at + len(chunk)
+                        predictions += chunk.predictions(
+                            landed.partitions[at:end], landed.offsets[at:end]
                         )
-                        for p, part, off in zip(
-                            batch, landed.partitions, landed.offsets, strict=True
-                        )
-                    ]
-                    out = tx.append(PREDICTIONS, [ev.encode(p) for p in predictions])
-                    positions = out.positions()
+                        at = end
+                    positions = tx.append(PREDICTIONS, predictions).positions()
                 error = None
                 break
             except EventmlError as exc:
                 error = str(exc)
             except Exception as exc:  # a backend's own failure: retried, then reported
                 error = f"{type(exc).__name__}: {exc}"
-            _log.warning(
-                "writing %d answers failed (attempt %d): %s", len(batch), attempt + 1, error
-            )
+            _log.warning("writing %d answers failed (attempt %d): %s", len(ids), attempt + 1, error)
             time.sleep(0.05 * 2**attempt)
         with self._cond:
             if error is None:
                 self.batches += 1
-                self.written += len(batch)
-                for p, pos in zip(batch, positions, strict=True):
-                    self.index[p.record_id] = pos
+                self.written += len(ids)
+                self.index.update(zip(ids, positions, strict=True))
                 while len(self.index) > self.index_size:
                     self.index.popitem(last=False)
             else:
-                self.failed += len(batch)
-            for r in answered:
-                waiter = self._waiters.pop(r.id, None)
-                if waiter is not None:
-                    waiter.error = error
-                    waiter.done.set()
+                self.failed += len(ids)
+            if self._waiters:
+                for record_id in ids:
+                    waiter = self._waiters.pop(record_id, None)
+                    if waiter is not None:
+                        waiter.error = error
+                        waiter.done.set()
         if error is None and self.on_commit is not None:
             try:
-                self.on_commit(predictions, positions)
+                self.on_commit(ids, positions)
             except Exception:  # metrics must never stop the writer
                 _log.exception("on_commit failed")

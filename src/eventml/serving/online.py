@@ -21,15 +21,26 @@ with one ``predict_batch`` call on such a route, one prediction event per record
 the sink together (one append); when the model refuses the batch, each record is answered
 alone, so the failing row is named and the others are answered exactly as single requests.
 Other routes answer the records one by one.
+
+Logging every answer cost more than answering it: a ``Prediction``, a ``Score`` and a
+``Source`` struct per row, built only to be encoded again. A sink with a ``write`` method
+(:class:`BytesSink`: :class:`LogSink`, the API's group-commit writer) gets a short path's
+answers as :class:`Answered`, log bytes assembled the way the stream engine assembles its
+own (:mod:`eventml.serving._wire`): the outputs encoded a batch at a time, the features once
+for both the record and its prediction, the parts every row shares once per request. The
+bytes are exactly what ``events.encode`` gives for the structs the general path builds.
 """
 
 from __future__ import annotations
 
+import os
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
@@ -37,8 +48,10 @@ import msgspec
 from eventml import events as ev
 from eventml.errors import EventmlError, NotFound, SchemaMismatch
 from eventml.log import Log
+from eventml.models._wire import encode_outputs
 from eventml.models.base import LoadedModel
 from eventml.models.registry import Registry, load_model, smoke_test
+from eventml.serving._wire import Candidate, PredictionWriter
 from eventml.serving.rendezvous import BanditState, Context, Result, decide, first_choice
 from eventml.serving.spec import RouteSpec, spec_of
 
@@ -51,6 +64,66 @@ class BatchSink(Protocol):
     def __call__(self, record: ev.Record, prediction: ev.Prediction) -> None: ...
 
     def many(self, records: list[ev.Record], predictions: list[ev.Prediction]) -> None: ...
+
+
+Placed = Callable[[Sequence[int], Sequence[int]], list[bytes]]
+"""Given each record's (partition, offset) on ``records``, its prediction event's bytes."""
+
+RECORDS = "records"
+_enc = msgspec.msgpack.Encoder().encode
+_BATCH_ENCODE = 8
+"""Rows from which outputs are encoded in numpy (:func:`encode_outputs` has a fixed cost)."""
+_DECOY = Candidate("decoy", 0, "", "decoy", None)
+
+
+@dataclass(slots=True, frozen=True)
+class Answered:
+    """One request's answers as log bytes: the records (``answered``) and their predictions.
+
+    A prediction names its record's position on ``records`` (``source``), known only once
+    the records are appended, so the predictions are made by ``predictions`` then.
+    """
+
+    ids: list[str]
+    records: list[bytes]
+    keys: list[bytes | None]
+    predictions: Placed
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def of(cls, records: list[ev.Record], predictions: list[ev.Prediction]) -> Answered:
+        """Structs as a sink without :class:`BytesSink` got them, encoded as before."""
+        if len(records) != len(predictions):
+            raise ValueError(
+                f"expected a prediction per record, got {len(predictions)} for {len(records)}"
+            )
+
+        def placed(partitions: Sequence[int], offsets: Sequence[int]) -> list[bytes]:
+            return [
+                ev.encode(
+                    msgspec.structs.replace(
+                        p, source=ev.Source(topic=RECORDS, partition=part, offset=off)
+                    )
+                )
+                for p, part, off in zip(predictions, partitions, offsets, strict=True)
+            ]
+
+        return cls(
+            [r.id for r in records],
+            [ev.encode(r) for r in records],
+            [r.key.encode() if r.key else None for r in records],
+            placed,
+        )
+
+
+class BytesSink(Protocol):
+    """A sink that also takes a request's answers as log bytes (:class:`Answered`)."""
+
+    def __call__(self, record: ev.Record, prediction: ev.Prediction) -> None: ...
+
+    def write(self, answered: Answered) -> None: ...
 
 
 @dataclass(slots=True)
@@ -80,24 +153,13 @@ class LogSink:
         self.many([record], [prediction])
 
     def many(self, records: list[ev.Record], predictions: list[ev.Prediction]) -> None:
-        keys = [r.key.encode() if r.key else None for r in records]
+        self.write(Answered.of(records, predictions))
+
+    def write(self, answered: Answered) -> None:
+        keys = answered.keys
         with self.lock, self.log.transaction() as tx:
-            landed = tx.append(
-                "records", [ev.encode(r) for r in records], keys if any(keys) else None
-            )
-            tx.append(
-                "predictions",
-                [
-                    ev.encode(
-                        msgspec.structs.replace(
-                            p, source=ev.Source(topic="records", partition=part, offset=off)
-                        )
-                    )
-                    for p, part, off in zip(
-                        predictions, landed.partitions, landed.offsets, strict=True
-                    )
-                ],
-            )
+            landed = tx.append(RECORDS, answered.records, keys if any(keys) else None)
+            tx.append("predictions", answered.predictions(landed.partitions, landed.offsets))
 
 
 @dataclass(slots=True, frozen=True)
@@ -120,13 +182,16 @@ class _Plan:
     spec: RouteSpec
     roles: dict[str, ev.Role]
     solo: _Solo | None
+    templates: dict[str, _Template] = field(default_factory=dict)
+    """A solo route's log bytes per score status (``ok``, ``timeout``), made on first use."""
 
 
 class Rendezvous:
     """Answers online requests for every endpoint of a log.
 
     ``sink`` takes each answered record and its prediction (default: :class:`LogSink`); a
-    sink with a ``many`` method (:class:`BatchSink`) takes a batch's answers in one call.
+    sink with a ``many`` method (:class:`BatchSink`) takes a batch's answers in one call, one
+    with a ``write`` method (:class:`BytesSink`) takes the short path's answers as bytes.
     """
 
     def __init__(
@@ -152,6 +217,7 @@ class Rendezvous:
         """endpoint → how it is answered; replaced (emptied) when routes or loaded models change."""
         many = getattr(self.sink, "many", None)
         self._many: Callable[[list[ev.Record], list[ev.Prediction]], None] | None = many
+        self._write: Callable[[Answered], None] | None = getattr(self.sink, "write", None)
         self.sync(wait=True)
 
     # -- routes and models ---------------------------------------------------------------
@@ -341,8 +407,20 @@ class Rendezvous:
         answers: list[Answer] = []
         answered: list[ev.Record] = []
         predictions: list[ev.Prediction] = []
+        status: ev.ScoreStatus
+        if error is None and self._write is not None:
+            status = "timeout" if finished_ms > self.timeout_ms else "ok"
+            answers = [
+                Answer(record.id, record.endpoint, "ok", d.name, d.version, d.digest, out,
+                       answered_ms, spec.decider, route.version)
+                for record, out in zip(records, outputs, strict=True)
+            ]  # fmt: skip
+            self._write(
+                self._encoded(plan, records, answers, outputs, status, latency, answered_ms, now)
+            )
+            return answers
         if error is None:
-            status: ev.ScoreStatus = "timeout" if finished_ms > self.timeout_ms else "ok"
+            status = "timeout" if finished_ms > self.timeout_ms else "ok"
             for record, out in zip(records, outputs, strict=True):
                 score = ev.Score(
                     model=d.name, version=d.version, digest=d.digest, role=solo.role,
@@ -387,6 +465,29 @@ class Rendezvous:
             for rec, prediction in zip(answered, predictions, strict=True):
                 self.sink(rec, prediction)
         return answers
+
+    def _encoded(
+        self,
+        plan: _Plan,
+        records: Sequence[ev.Record],
+        answers: list[Answer],
+        outputs: Sequence[ev.Output],
+        status: ev.ScoreStatus,
+        latency: float,
+        answered_ms: float,
+        now: datetime,
+    ) -> Answered:
+        """The short path's answers as log bytes, equal to ``events.encode`` of the structs
+        :meth:`_solo` builds for other sinks (the tests compare them)."""
+        template = plan.templates.get(status)
+        if template is None:
+            template = plan.templates[status] = _Template(plan, status)
+        raws = (
+            encode_outputs(outputs)
+            if len(outputs) >= _BATCH_ENCODE
+            else [msgspec.Raw(_enc(a.output)) for a in answers]  # the dicts made once
+        )
+        return template.fill(records, raws, _enc(now), _enc(answered_ms), _enc(latency))
 
     def _score_one(self, ref: str, role: ev.Role, record: ev.Record, arrival: float) -> Result:
         t0 = time.perf_counter()
@@ -521,6 +622,97 @@ class Rendezvous:
         self._loader.shutdown(wait=True, cancel_futures=True)
         for model in self.models.values():
             model.close()
+
+
+_MARKS = [msgspec.Raw(b"\xc1" + os.urandom(15)) for _ in range(10)]
+"""Stand-ins for a row's values (0xc1 is no MessagePack type; 15 random bytes, no accident)."""
+_LATENCY = struct.unpack(">d", b"\x40" + os.urandom(7))[0]
+"""The answer's latency stand-in: a finite float (the writer keys a cache by it, Raw is not
+hashable), found by its 8 random bytes."""
+
+
+class _Template:
+    """A solo route's record and prediction events as constant parts and per-row slots.
+
+    :class:`PredictionWriter` joins the parts of one event; a request's rows differ only
+    in a few values (id, key, time, position, output, features, latencies), so the writer
+    is run once per route with stand-ins (:data:`_MARKS`) for those, and each row joins
+    the parts between the stand-ins with its own values: the bytes the writer would give.
+    """
+
+    def __init__(self, plan: _Plan, status: str) -> None:
+        solo, spec, route = plan.solo, plan.spec, plan.route
+        if solo is None:
+            raise AssertionError("unreachable: made for solo plans only")
+        d = solo.descriptor
+        m: list[Any] = _MARKS
+        candidate = Candidate(d.name, d.version, d.digest, solo.role, m[9])
+        scores: list[tuple[Candidate, str, Any]] = [(candidate, status, m[8])]
+        if spec.decoy:
+            scores.append((_DECOY, "ok", None))
+        writer = PredictionWriter(route.endpoint, m[3], spec.decider, route.version, RECORDS)
+        chosen = (d.name, d.version, d.digest)
+        sample = writer.encode(
+            m[0], m[1], m[2], m[4], m[5], "ok", chosen, m[6], _LATENCY, m[7], scores
+        )
+        latency = _enc(_LATENCY)
+        self.prediction = _cut(sample, [*m[:7], latency, *m[7:]])
+        record = ev.encode(
+            ev.Record(id=m[0], endpoint=route.endpoint, key=m[1], ts=m[2], features=m[7],
+                      answered=True)
+        )  # fmt: skip
+        self.record = _cut(record, [m[0], m[1], m[2], m[7]])
+
+    def fill(
+        self,
+        records: Sequence[ev.Record],
+        outputs: Sequence[msgspec.Raw],
+        scored_at: bytes,
+        latency: bytes,
+        score_latency: bytes,
+    ) -> Answered:
+        r0, r1, r2, r3, r4 = self.record
+        rows = []
+        values = []
+        for r, out in zip(records, outputs, strict=True):
+            try:  # the features encoded once, for the record and for its prediction
+                features = _enc(r.features)
+            except OverflowError:
+                ev.encode(r)  # raises the InputError the struct path gives (an int over 64 bits)
+                raise
+            row = (_enc(r.id), _enc(r.key), _enc(r.ts), out, features)
+            rows.append(row)
+            values.append(b"".join((r0, row[0], r1, row[1], r2, row[2], r3, row[4], r4)))
+        p = self.prediction
+
+        def placed(partitions: Sequence[int], offsets: Sequence[int]) -> list[bytes]:
+            return [
+                b"".join((
+                    p[0], i, p[1], key, p[2], ts, p[3], scored_at, p[4], _enc(part), p[5],
+                    _enc(off), p[6], out, p[7], latency, p[8], features, p[9], out, p[10],
+                    score_latency, p[11],
+                ))
+                for (i, key, ts, out, features), part, off in zip(
+                    rows, partitions, offsets, strict=True
+                )
+            ]  # fmt: skip
+
+        keys = [r.key.encode() if r.key else None for r in records]
+        return Answered([r.id for r in records], values, keys, placed)
+
+
+def _cut(data: bytes, marks: Sequence[bytes]) -> list[bytes]:
+    """``data`` cut at each mark; each must appear once, in this order."""
+    parts = []
+    at = 0
+    for mark in marks:
+        found = data.find(mark, at)
+        if found < 0 or data.find(mark, found + 1) >= 0:
+            raise AssertionError(f"expected one stand-in {bytes(mark)!r} in an event, got {data!r}")
+        parts.append(data[at:found])
+        at = found + len(mark)
+    parts.append(data[at:])
+    return parts
 
 
 def _error_text(exc: BaseException) -> str:
