@@ -52,10 +52,8 @@ from pathlib import Path
 import httpx
 import joblib  # type: ignore[import-untyped, unused-ignore]
 import numpy as np
-from skl2onnx import to_onnx
-from sklearn.ensemble import HistGradientBoostingClassifier
 
-from eventml import events as ev
+from bench import stream
 from eventml.config import Settings
 from eventml.demo import FEATURES, churn_customers
 from eventml.log import open_log
@@ -63,9 +61,7 @@ from eventml.models.registry import push_model
 from eventml.serving.routes import deploy
 
 VENV = Path("/tmp/mlserver-venv")
-CLI = (
-    "from eventml.cli import app, main; from eventml.api.cli import register; register(app); main()"
-)
+CLI = "from eventml.cli import main; main()"
 SCENARIOS = [("single", 1, 1), ("single", 8, 1), ("single", 64, 1), ("batch100", 8, 100)]
 
 ONNX_RUNTIME = '''
@@ -98,17 +94,9 @@ class OnnxModel(MLModel):
 
 
 def train(folder: Path, seed: int = 1) -> tuple[Path, Path]:
-    """The churn HGB-100 (as bench/stream.py trains it) as ONNX and as a joblib file."""
-    x, y = churn_customers(20_000, seed=seed)
-    matrix = np.column_stack([x[f] for f in FEATURES]).astype(np.float32)
-    model = HistGradientBoostingClassifier(max_iter=100, random_state=seed).fit(matrix, y)
-    onx = to_onnx(model, matrix[:1], options={"zipmap": False}, target_opset=17)
-    meta = onx.metadata_props.add()
-    meta.key, meta.value = "feature_names", ev.to_json(list(FEATURES)).decode()  # type: ignore[arg-type]
-    onnx_path = folder / "churn.onnx"
-    onnx_path.write_bytes(onx.SerializeToString())
-    joblib_path = folder / "model.joblib"
-    joblib.dump(model, joblib_path)
+    """The churn HGB-100 of bench/stream.py as ONNX and as a joblib file."""
+    onnx_path, joblib_path = folder / "churn.onnx", folder / "model.joblib"
+    joblib.dump(stream.train(onnx_path, seed), joblib_path)
     return onnx_path, joblib_path
 
 

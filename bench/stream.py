@@ -47,7 +47,8 @@ from eventml.serving.routes import deploy
 BATCH = 1000
 
 
-def train(path: Path, seed: int) -> None:
+def train(path: Path, seed: int) -> HistGradientBoostingClassifier:
+    """The churn HGB-100 written to ``path`` as ONNX; returns the fitted estimator."""
     x, y = churn_customers(20_000, seed=seed)
     matrix = np.column_stack([x[f] for f in FEATURES]).astype(np.float32)
     model = HistGradientBoostingClassifier(max_iter=100, random_state=seed).fit(matrix, y)
@@ -55,6 +56,7 @@ def train(path: Path, seed: int) -> None:
     meta = onx.metadata_props.add()
     meta.key, meta.value = "feature_names", ev.to_json(list(FEATURES)).decode()  # type: ignore[arg-type]
     path.write_bytes(onx.SerializeToString())
+    return model
 
 
 def session(path: Path) -> ort.InferenceSession:

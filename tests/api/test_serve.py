@@ -19,9 +19,7 @@ from eventml.models.registry import push_model
 from eventml.serving.routes import deploy
 from tests.api.conftest import WINE_LR, wine_rows
 
-CLI = (
-    "from eventml.cli import app, main; from eventml.api.cli import register; register(app); main()"
-)
+CLI = "from eventml.cli import main; main()"
 
 
 def free_port() -> int:

@@ -510,7 +510,7 @@ def test_answers_logged_as_bytes_are_what_the_structs_encode_to(
     rows = wine_rows()[:100] if batch else wine_rows()[:1]
     records = [record(i, row, key=f"k{i}" if i % 3 else None) for i, row in enumerate(rows)]
     old, new = _both_ways(log, records, batch)
-    assert len(new.answered) == 1 if batch else len(records)
+    assert len(new.answered) == (1 if batch else len(records))
     _logged_as_before(old, new)
 
 

@@ -74,17 +74,6 @@ class ApiOptions:
     """Open separate connections for the writer and the engine (not for ``memory://``)."""
 
 
-class _Slim(msgspec.Struct, frozen=True, kw_only=True, tag="Prediction", gc=False):
-    record_id: str
-    endpoint: str
-    status: str
-    scored_at: ev.UtcTime
-    scores: list[ev.Score] = []
-
-
-_read_slim = msgspec.msgpack.Decoder(_Slim).decode
-
-
 class _Id(msgspec.Struct, frozen=True, tag="Prediction", gc=False):
     record_id: str
 
@@ -117,7 +106,6 @@ class Service:
         self._cpu = anyio.CapacityLimiter(os.cpu_count() or 2)
         """route → recent seconds per record when answered on the event loop (slow: threads)."""
         self._stats_lock = threading.Lock()
-        self._stats_at: dict[int, int] = {}
         self._stats: Any = None
         self.errors: dict[str, str] = {}
         """record id → why its models failed, until the handler takes it (bounded)."""
@@ -316,14 +304,18 @@ class Service:
         inline = self._scores_inline(route)
         # a route not yet measured scores on a thread: its first call may be a slow model
         cost = self._cost.get(key, float("inf"))
-        if inline and cost * len(records) < _INLINE_S:
-            answers = self._predict_timed(key, records)
-        elif inline and cost < _INLINE_S:
-            answers = await anyio.to_thread.run_sync(
-                self._predict_timed, key, records, limiter=self._cpu
-            )
-        else:
-            answers = await anyio.to_thread.run_sync(self._predict_timed, key, records)
+        try:
+            if inline and cost * len(records) < _INLINE_S:
+                answers = self._predict_timed(key, records)
+            elif inline and cost < _INLINE_S:
+                answers = await anyio.to_thread.run_sync(
+                    self._predict_timed, key, records, limiter=self._cpu
+                )
+            else:
+                answers = await anyio.to_thread.run_sync(self._predict_timed, key, records)
+        except BaseException:
+            self._forget([r.id for r in records], waiters)
+            raise
         counts: dict[tuple[str, str | None, int | None, str], int] = {}
         for a in answers:
             key4 = (a.endpoint, a.model, a.version, a.status)
@@ -392,9 +384,19 @@ class Service:
     ) -> tuple[ev.ModelDescriptor, list[ev.Output], list[ev.Record]]:
         ids = [new_id() for _ in rows]
         waiters = [self.writer.expect(i) for i in ids] if self.options.sync and self.writer else []
-        found = await anyio.to_thread.run_sync(self.score_pinned, ref, rows, ids)
+        try:
+            found = await anyio.to_thread.run_sync(self.score_pinned, ref, rows, ids)
+        except BaseException:
+            self._forget(ids, waiters)
+            raise
         await self._wait(waiters)
         return found
+
+    def _forget(self, ids: list[str], waiters: list[Any]) -> None:
+        """Scoring failed: nothing will be written for these ids, so no waiter is kept."""
+        if waiters and self.writer:
+            for record_id in ids:
+                self.writer.forget(record_id)
 
     # -- views ---------------------------------------------------------------------------
 
@@ -405,17 +407,7 @@ class Service:
         with self._stats_lock:
             if self._stats is None:
                 self._stats = StatsView()
-            if "predictions" in self.log.topics():
-                for p, end in enumerate(self.log.end_offsets("predictions")):
-                    pos = self._stats_at.get(p, 0)
-                    while pos < end:
-                        batch = self.log.read("predictions", p, pos, end, limit=10_000)
-                        if not batch.values:
-                            break
-                        self._stats.extend(map(_read_slim, batch.values))
-                        pos = batch.next_offset
-                    self._stats_at[p] = pos
-            return self._stats
+            return self._stats.catch_up(self.log)
 
     def audit(self, record_id: str) -> tuple[ev.Prediction, int, int]:
         """The prediction event of a record, and where it is (worker thread)."""

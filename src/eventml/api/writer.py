@@ -87,9 +87,6 @@ class GroupCommitSink:
         self.index: OrderedDict[str, tuple[int, int]] = OrderedDict()
         """record id → (partition, offset) of its prediction, the newest ``index_size``."""
         self.index_size = index_size
-        self.batches = 0
-        self.written = 0
-        self.failed = 0
         self._queue: deque[Answered] = deque()
         """One entry per request (its answers are written in one transaction)."""
         self._count = 0
@@ -222,13 +219,9 @@ class GroupCommitSink:
             time.sleep(0.05 * 2**attempt)
         with self._cond:
             if error is None:
-                self.batches += 1
-                self.written += len(ids)
                 self.index.update(zip(ids, positions, strict=True))
                 while len(self.index) > self.index_size:
                     self.index.popitem(last=False)
-            else:
-                self.failed += len(ids)
             if self._waiters:
                 for record_id in ids:
                     waiter = self._waiters.pop(record_id, None)

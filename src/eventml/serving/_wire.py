@@ -74,7 +74,7 @@ class Candidate:
 
 
 def _output(output: Any) -> Any:
-    """Encoded output bytes as they are (``msgspec.Raw`` or bytes), a dict encoded."""
+    """Encoded bytes (``msgspec.Raw``) as they are; anything else encoded."""
     return output if isinstance(output, msgspec.Raw) else _enc(output)
 
 
@@ -139,13 +139,9 @@ class PredictionWriter:
         parts: list[Any] = [
             self._head, _enc(record_id), self._endpoint, _enc(key), self._ts, _enc(ts),
             self._source, _enc(partition), self._offset, _enc(offset), answer,
-            _NIL if output is None else _output(output), latency, _features(features),
+            _NIL if output is None else _output(output), latency, _output(features),
             self._scores, _header(len(scores), 0x90, 0xDC),
         ]  # fmt: skip
         for candidate, score_status, score_output in scores:
             parts.extend(candidate.parts(score_status, score_output))
         return b"".join(parts)
-
-
-def _features(features: Any) -> Any:
-    return features if isinstance(features, msgspec.Raw) else _enc(features)

@@ -270,14 +270,10 @@ class Engine:
 
     def _rewind(self, batches: list[Any]) -> None:
         """Nothing of these batches was committed: read them again (where still assigned)."""
-        first: dict[tuple[str, int], int] = {}
         for batch in batches:
-            tp = (batch.topic, batch.partition)
-            first[tp] = min(first.get(tp, batch.offsets[0]), batch.offsets[0])
-        for (topic, partition), offset in first.items():
             # a partition that went to another member raises: that member starts at the commit
             with contextlib.suppress(EventmlError):
-                self.consumer.seek(topic, partition, offset)
+                self.consumer.seek(batch.topic, batch.partition, batch.offsets[0])
 
     def _tokens_behind(self, partition: int, offset: int) -> None:
         """Token routes whose token this partition already passed (a partition taken over)."""
@@ -429,7 +425,9 @@ class Engine:
             out.append(
                 writer.encode(
                     rec.id, rec.key, rec.ts, item.partition, item.offset, dec.status,
-                    chosen[dec.ref] if dec.ref else None, dec.output,
+                    chosen[dec.ref] if dec.ref else None,
+                    # an answer read as a dict (consensus, quality) goes out as its encoded bytes
+                    encoded[dec.ref][i] if dec.status == "ok" and dec.ref in encoded else dec.output,
                     decided if decided is not None else (latency_of[dec.ref] if dec.ref else None),
                     # the record's exact feature bytes: what the models saw, re-encoded by nobody
                     rec.features,

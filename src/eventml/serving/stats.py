@@ -123,6 +123,7 @@ class StatsView:
     def __init__(self) -> None:
         self.versions: dict[tuple[str, int], VersionStats] = {}
         self.endpoints: dict[str, dict[str, int]] = {}
+        self._positions: dict[int, int] = {}  # next offset to fold, per partition
 
     def add(self, p: ev.Prediction | _Slim) -> None:
         scores: list[ev.Score] | list[_SlimScore] = p.scores
@@ -144,29 +145,33 @@ class StatsView:
 
     @classmethod
     def from_log(cls, log: Log, *, hurry: threading.Event | None = None) -> StatsView:
-        """Fold every prediction event.
+        """Every prediction event folded (see :meth:`catch_up`)."""
+        return cls().catch_up(log, hurry=hurry)
+
+    def catch_up(self, log: Log, *, hurry: threading.Event | None = None) -> StatsView:
+        """Fold the prediction events appended since the last call (all, the first time).
 
         With ``hurry`` (a fold on a background thread of a busy process: the engine's
         retirement statistics), the fold reads small chunks and sleeps nine times as long
         as each took, so it takes about a tenth of a core and holds the GIL and the log a
         millisecond or two at a time, until ``hurry`` is set (the engine is closing).
         """
-        view = cls()
         if TOPIC not in log.topics():
-            return view
+            return self
         limit = 10_000 if hurry is None else 250
         for partition, end in enumerate(log.end_offsets(TOPIC)):
-            pos = 0
+            pos = self._positions.get(partition, 0)
             while pos < end:
                 start = time.perf_counter()
                 batch = log.read(TOPIC, partition, pos, end, limit=limit)
                 if not batch.offsets:
                     break
-                view.extend(map(_read_slim, batch.values))
+                self.extend(map(_read_slim, batch.values))
                 pos = batch.next_offset
                 if hurry is not None and not hurry.is_set():
                     hurry.wait(9 * (time.perf_counter() - start))
-        return view
+            self._positions[partition] = pos
+        return self
 
     def retired(self, model: str, version: int, digest: str) -> ev.ModelRetired:
         """The final statistics of a version as a :class:`~eventml.events.ModelRetired` event."""
