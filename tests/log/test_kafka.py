@@ -7,6 +7,7 @@ topic and every consumer group before the test, so the suite's fixed names (``t`
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,32 +22,17 @@ from eventml.errors import ConfigError, InputError, LogUnavailable
 from eventml.log import Log, open_log
 from eventml.log._kafka import KafkaLog
 from eventml.log._kafka_tx import Unsettled
+from eventml.log.base import Consumer
+from tests.conftest import reset_cluster
 from tests.log.conformance import LogConformance
 from tests.log.conftest import Broker, free_port_pair, require_java_and_maven, stop_broker
 
 pytestmark = pytest.mark.kafka
 
 
-def reset(bootstrap: str) -> None:
-    """Delete every consumer group and non-internal topic; wait until they are gone."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    groups = [g.group_id for g in admin.list_consumer_groups(request_timeout=10).result().valid]
-    if groups:
-        for future in admin.delete_consumer_groups(groups, request_timeout=10).values():
-            future.result()
-    topics = [t for t in admin.list_topics(timeout=10).topics if not t.startswith("__")]
-    if topics:
-        for future in admin.delete_topics(topics, request_timeout=10).values():
-            future.result()
-    deadline = time.monotonic() + 30
-    while any(not t.startswith("__") for t in admin.list_topics(timeout=10).topics):
-        assert time.monotonic() < deadline, "topics still listed 30 s after deleting them"
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def bootstrap(kafka_broker: Broker) -> str:
-    reset(kafka_broker.bootstrap)
+    reset_cluster(kafka_broker.bootstrap)
     return kafka_broker.bootstrap
 
 
@@ -141,6 +127,41 @@ def test_keyed_partitions_match_kafka_and_survive_reopening(bootstrap: str) -> N
         for key, p, off in zip(keys, landed.partitions, landed.offsets, strict=True):
             batch = log.read("records", p, off, off + 1)
             assert list(batch.keys) == [key]
+
+
+def test_a_commit_during_a_rebalance_hands_over_what_it_read(bootstrap: str) -> None:
+    # The member commits while a second member joins: the coordinator refuses commits
+    # until the rebalance completes, and the partition that moves is revoked meanwhile.
+    # What the first member read is committed as it hands the partition over, so the
+    # second member starts after it: nothing is read twice.
+    with open_log(f"kafka://{bootstrap}", Settings()) as log:
+        log.create_topic("t", 2)
+        for p in range(2):
+            log.append("t", [f"{p}-{i}".encode() for i in range(5)], partition=p)
+        a = log.consumer("g", ["t"])
+        got = [v for b in a.poll(100, timeout=5) for v in b.values]
+        assert sorted(got) == sorted(f"{p}-{i}".encode() for p in range(2) for i in range(5))
+        joined: list[Consumer] = []
+        joining = threading.Thread(target=lambda: joined.append(log.consumer("g", ["t"])))
+        joining.start()
+        deadline = time.monotonic() + 60
+        while joining.is_alive() and time.monotonic() < deadline:
+            a.commit()  # serves the rebalance only when the coordinator refuses the commit
+        joining.join(1)
+        (b,) = joined
+        try:
+            reread = []
+            while time.monotonic() < deadline and not (
+                len(a.positions()) == 1 and len(b.positions()) == 1
+            ):
+                assert a.poll(100, timeout=0.05) == []
+                reread += [v for batch in b.poll(100, timeout=0.05) for v in batch.values]
+            reread += [v for batch in b.poll(100, timeout=1) for v in batch.values]
+            assert (len(a.positions()), len(b.positions()), reread) == (1, 1, [])
+            assert log.committed("g", "t") == {0: 5, 1: 5}
+        finally:
+            b.close()
+            a.close()
 
 
 def test_broker_restart_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ class KafkaConsumer(Consumer):
         self._buffer: list[Message] = []
         self._rebalances = 0
         self._pending: set[TP] = set()  # assigned, start offsets not known yet (paused)
+        self._committing: dict[TP, int] = {}  # what commit() is still trying to commit
         self._missing = set(self.topics)
         self._c = RawConsumer(
             client_config(
@@ -198,6 +199,21 @@ class KafkaConsumer(Consumer):
     def _on_revoke(self, consumer: RawConsumer, parts: list[TopicPartition]) -> None:
         self._rebalances += 1
         gone = {(tp.topic, tp.partition) for tp in parts}
+        handing = {key: off for key, off in self._committing.items() if key in gone}
+        if handing:
+            # commit() was refused because this rebalance was under way. The revoke callback
+            # is the last moment this member may still commit the partitions it hands over
+            # (the next owner reads the committed offset only after it returns); a failure
+            # leaves them in _committing, and commit() raises GroupBusy.
+            try:
+                self._commit_now(consumer, handing)
+            except Exception as exc:  # a callback's commit() may raise a bare KafkaError
+                if kafka_error(exc) is None:
+                    raise
+                LOGGER.info("consumer %r: commit while handing over failed: %s", self.group, exc)
+            else:
+                for key in handing:
+                    del self._committing[key]
         self._pending -= gone
         for key in gone:
             self._pos.pop(key, None)
@@ -342,34 +358,40 @@ class KafkaConsumer(Consumer):
         self._pos[key] = offset
 
     def commit(self, offsets: Mapping[TP, int] | None = None) -> None:
-        """Commit; during a rebalance, retry once it completed if we still own the partitions.
+        """Commit; during a rebalance, serve it and commit once it completed.
 
-        A member whose partitions went to another member meanwhile gets
-        :class:`~eventml.errors.GroupBusy`, as on the embedded log.
+        Partitions that the rebalance hands to another member are committed as they are
+        handed over (in the revoke callback). A member that lost them without handing them
+        over (its session expired) gets :class:`~eventml.errors.GroupBusy`, as on the
+        embedded log.
         """
-        chosen = dict(self._pos if offsets is None else offsets)
-        if not chosen:
-            return
+        self._committing = dict(self._pos if offsets is None else offsets)
         doing = f"commit offsets of consumer group {self.group!r}"
         deadline = time.monotonic() + self._log.timeout
-        while True:
-            try:
-                done = self._c.commit(
-                    offsets=[TopicPartition(t, p, off) for (t, p), off in chosen.items()],
-                    asynchronous=False,
-                )
-                for tp in done or []:
-                    if tp.error is not None:
-                        raise KafkaException(tp.error)
-                return
-            except KafkaException as exc:
-                err = mapped(exc, self._log.servers, doing)
-                if not isinstance(err, GroupBusy) or time.monotonic() > deadline:
-                    raise err from exc
-                owned = set(self._pos)
-                self._fill(0.05)  # serve the rebalance (fetched entries stay buffered)
-                if not chosen.keys() <= owned or not chosen.keys() <= set(self._pos):
-                    raise err from exc
+        try:
+            while self._committing:
+                try:
+                    self._commit_now(self._c, self._committing)
+                    return
+                except KafkaException as exc:
+                    err = mapped(exc, self._log.servers, doing)
+                    if not isinstance(err, GroupBusy) or time.monotonic() > deadline:
+                        raise err from exc
+                    self._fill(0.05)  # serve the rebalance (fetched entries stay buffered)
+                    if not self._committing.keys() <= set(self._pos):
+                        raise err from exc
+        finally:
+            self._committing = {}
+
+    @staticmethod
+    def _commit_now(consumer: RawConsumer, offsets: Mapping[TP, int]) -> None:
+        done = consumer.commit(
+            offsets=[TopicPartition(t, p, off) for (t, p), off in offsets.items()],
+            asynchronous=False,
+        )
+        for tp in done or []:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
 
     def group_metadata(self) -> Any:
         """The member's identity for a transaction's offset commit (fences zombies)."""
