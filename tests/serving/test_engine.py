@@ -9,11 +9,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from eventml import events as ev
 from eventml.config import Settings
+from eventml.errors import LogUnavailable
 from eventml.ingest import SendOptions, send_file
 from eventml.log import Log, open_log
 from eventml.models.registry import Registry, push_model
@@ -94,6 +96,42 @@ def test_wine_stream_scored_exactly_like_jpmml(tmp_path: Path) -> None:
     summary = stats.versions[("wine-lr", 1)].summary()
     assert (summary["usage"], summary["errors"]) == (1599, 0)
     assert stats.endpoints == {"wine": {"ok": 1599}}
+
+
+def test_a_commit_that_fails_while_catching_up_loses_and_repeats_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Catching up, the engine commits a full batch during the next step (while the model
+    # scores the next one). The log fails that commit once: both batches are read again.
+    with open_log(str(tmp_path), Settings(batch_max=100)) as log:
+        push_model(log, LR, "wine-lr")
+        deploy(log, "wine", "wine-lr")
+        send_file(log, WINE_CSV, WINE_OPTS)
+        real = log.transaction
+        calls: list[int] = []
+
+        def transaction() -> Any:
+            calls.append(sum(len(b.values) for b in log.read_all("predictions")))
+            if len(calls) == 2:  # batch 2's commit, made while batch 3 is scored
+                raise LogUnavailable("expected a writable log, got a full disk (injected)")
+            return real()
+
+        monkeypatch.setattr(log, "transaction", transaction)
+        engine = Engine(log, log.settings)
+        seen = engine.run(until_idle=True)
+        engine.close()
+        preds = predictions(log)
+        assert log.committed("engine", "records") == {0: 1599}
+    assert calls[:4] == [
+        0,
+        100,
+        100,
+        200,
+    ]  # predictions before each commit: none from the failed one
+    assert seen == 1599 + 100  # batch 2 was scored again after its commit failed
+    assert [p.source.offset for p in preds if p.source] == list(range(1599))
+    assert len({p.record_id for p in preds}) == 1599
+    assert_values([p.output for p in preds], reference("winequalityLinearRegression"))
 
 
 def test_stats_command_counts_usage(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from eventml import events as ev
 from eventml.models._wire import encode_outputs
 from eventml.models.base import ClassOutputs, label_outputs, value_outputs
-from eventml.serving._wire import Candidate, PredictionWriter
+from eventml.serving._wire import Candidate, PredictionWriter, SoloWriter
 
 NOW = datetime(2026, 11, 21, 5, 0, 0, 123456, tzinfo=UTC)
 TS = datetime(2026, 11, 20, 23, 59, 59, 1, tzinfo=UTC)
@@ -108,6 +108,54 @@ def test_writer_caches_per_status_and_answer() -> None:
     ]
     assert [p.source for p in decoded] == [ev.Source(topic="records", partition=0, offset=i)
                                            for i in range(3)]  # fmt: skip
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(max_size=40),
+            st.none() | st.text(max_size=300),
+            st.datetimes(timezones=st.just(UTC)),
+            st.integers(0, 2**31 - 1),
+            st.integers(0, 2**63 - 1),
+            st.dictionaries(
+                st.text(max_size=20),
+                st.floats(allow_nan=False) | st.none() | st.text(),
+                max_size=25,
+            ),
+        ),
+        max_size=20,
+    ),
+    st.booleans(),
+    st.none() | st.floats(0, 1e6),
+)
+def test_solo_writer_bytes_equal_the_writers(
+    rows: list[tuple[str, str | None, datetime, int, int, dict[str, Any]]],
+    decoy: bool,
+    latency: float | None,
+) -> None:
+    writer = PredictionWriter("wine", NOW, "first", 7, "records")
+    candidate = Candidate("m", 3, "d" * 64, "champion", latency)
+    others = [(Candidate("decoy", 0, "", "decoy", None), "ok", None)] if decoy else []
+    solo = SoloWriter(writer, ("m", 3, "d" * 64), candidate, latency, others)
+    outputs = [_raw({"label": str(i % 3), "probabilities": {"0": i / 7}}) for i in range(len(rows))]
+    expected = [
+        writer.encode(i, k, t, p, o, "ok", ("m", 3, "d" * 64), out, latency,
+                      msgspec.Raw(msgspec.msgpack.encode(f)), [(candidate, "ok", out), *others])
+        for (i, k, t, p, o, f), out in zip(rows, outputs, strict=True)
+    ]  # fmt: skip
+    for as_raw in (True, False):
+        got = solo.encode(
+            (i, k, t, p, o, out, msgspec.Raw(msgspec.msgpack.encode(f)) if as_raw else f)
+            for (i, k, t, p, o, f), out in zip(rows, outputs, strict=True)
+        )
+        assert got == expected
+    if rows:  # and they are the events msgspec writes
+        i, k, t, p, o, f = rows[0]
+        event = ev.decode(expected[0], ev.Prediction)
+        assert event.source is not None
+        assert (event.record_id, event.key, event.ts, event.features) == (i, k, t, f)
+        assert (event.source.partition, event.source.offset) == (p, o)
 
 
 def _encoded(outputs: Any) -> list[bytes]:

@@ -15,7 +15,8 @@ no way to encode a batch of structs that share fields faster than one at a time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,9 @@ from eventml import events as ev
 
 _enc = msgspec.msgpack.Encoder().encode
 _NIL = b"\xc0"
+
+MARKS = [msgspec.Raw(b"\xc1" + os.urandom(15)) for _ in range(10)]
+"""Stand-ins for a row's values (0xc1 is no MessagePack type; 15 random bytes, no accident)."""
 
 
 def _kv(key: str, value: Any) -> bytes:
@@ -71,6 +75,10 @@ class Candidate:
         if head is None:
             head = self._status[status] = self._head + _enc(status) + _enc("output")
         return head, _NIL if output is None else _output(output), self._tail
+
+
+DECOY = Candidate("decoy", 0, "", "decoy", None)
+"""The score a route with a decoy adds to each event (a decoy only archives inputs)."""
 
 
 def _output(output: Any) -> Any:
@@ -145,3 +153,57 @@ class PredictionWriter:
         for candidate, score_status, score_output in scores:
             parts.extend(candidate.parts(score_status, score_output))
         return b"".join(parts)
+
+
+def cut(data: bytes, marks: Sequence[bytes]) -> list[bytes]:
+    """``data`` cut at each mark; each must appear once, in this order."""
+    parts = []
+    at = 0
+    for mark in marks:
+        found = data.find(mark, at)
+        if found < 0 or data.find(mark, found + 1) >= 0:
+            raise AssertionError(f"expected one stand-in {bytes(mark)!r} in an event, got {data!r}")
+        parts.append(data[at:found])
+        at = found + len(mark)
+    parts.append(data[at:])
+    return parts
+
+
+class SoloWriter:
+    """Events of a group that one candidate answered ``ok`` for every record.
+
+    The group's events differ only in the record's id, key, time and position, the output
+    and the features, so :class:`PredictionWriter` runs once with stand-ins (:data:`MARKS`)
+    for those, and each row joins the parts between them with its own values: the bytes
+    the writer gives, at a third of its cost per row.
+    """
+
+    def __init__(
+        self,
+        writer: PredictionWriter,
+        chosen: tuple[str, int, str],
+        candidate: Candidate,
+        latency_ms: float | None,
+        others: Sequence[tuple[Candidate, str, Any]] = (),
+    ) -> None:
+        m: list[Any] = MARKS
+        sample = writer.encode(
+            m[0], m[1], m[2], m[3], m[4], "ok", chosen, m[5], latency_ms, m[6],
+            [(candidate, "ok", m[7]), *others],
+        )  # fmt: skip
+        self._parts = cut(sample, m[:8])
+
+    def encode(
+        self, rows: Iterable[tuple[str, str | None, datetime, int, int, msgspec.Raw, Any]]
+    ) -> list[bytes]:
+        """One event per ``(record_id, key, ts, partition, offset, output, features)``."""
+        p0, p1, p2, p3, p4, p5, p6, p7, p8 = self._parts
+        enc, raw = _enc, msgspec.Raw
+        return [
+            b"".join((
+                p0, enc(record_id), p1, enc(key), p2, enc(ts), p3, enc(partition), p4,
+                enc(offset), p5, output, p6, features if type(features) is raw else enc(features),
+                p7, output, p8,
+            ))
+            for record_id, key, ts, partition, offset, output, features in rows
+        ]  # fmt: skip

@@ -39,7 +39,7 @@ from eventml.models._rows import EncodedRows
 from eventml.models._wire import encode_outputs
 from eventml.models.base import LoadedModel
 from eventml.models.registry import Registry, load_model, parse_ref, smoke_test
-from eventml.serving._wire import Candidate, PredictionWriter
+from eventml.serving._wire import DECOY, Candidate, PredictionWriter, SoloWriter
 from eventml.serving.canary import CanaryMonitor
 from eventml.serving.rendezvous import BanditState, Context, Decision, Result, decide
 from eventml.serving.routes import RECORDS, RouteTable
@@ -75,6 +75,25 @@ class _Item:
     record: _RecordIn
 
 
+def _solo(spec: RouteSpec, results: dict[str, Result]) -> Result | None:
+    """The result that answers every record: a champion-only route whose model scored the
+    batch, with nothing (a canary) watching its answers; else None."""
+    if spec.decider != "champion" or spec.canary is not None or len(results) != 1:
+        return None
+    result = results.get(spec.champion or "")
+    return result if result is not None and result.outputs is not None else None
+
+
+@dataclass(slots=True)
+class _Work:
+    """A scored micro-batch, ready to commit in one transaction."""
+
+    batches: list[Any]
+    predictions: tuple[list[bytes], list[bytes | None]]
+    dead: list[ev.DeadLetter]
+    alarms: list[ev.CanaryAlarm]
+
+
 class Engine:
     """Scores ``records`` into ``predictions`` for one consumer group."""
 
@@ -97,6 +116,7 @@ class Engine:
         self._bandit_answers: dict[str, tuple[str, str, ev.Output | None]] = {}
         self._label_positions: dict[int, int] = {}
         self._alarms: list[ev.CanaryAlarm] = []
+        self._pending: _Work | None = None  # scored, committed during the next step
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="eventml-loader")
         self._stop = threading.Event()
         self.consumer = log.consumer(group, [RECORDS])
@@ -199,7 +219,10 @@ class Engine:
         partitions = self.log.topics().get(RECORDS, 1)
         serving = self.routes.needed(partitions, lambda ref: ref not in self.failed)
         retired = {(r.name, r.version) for r in self.registry.retired}
-        for ref in [r for r in self.models if r not in serving]:
+        unused = [r for r in self.models if r not in serving]
+        if unused:
+            self._flush()  # a retired version's statistics count every prediction it made
+        for ref in unused:
             model = self.models.pop(ref)
             model.close()
             name, version = parse_ref(ref)
@@ -218,18 +241,49 @@ class Engine:
 
     def step(self) -> int:
         """Score one micro-batch and commit it; returns how many records it held (0: caught up)."""
-        self._sync()
-        self._learn_rewards()
-        batches = self.consumer.poll(self.settings.batch_max, self.settings.batch_ms / 1000)
-        if not batches:
-            return 0
+        return self._step(behind=False)
+
+    def _step(self, behind: bool) -> int:
+        """One micro-batch. With ``behind``, a full batch (the engine is catching up) is
+        committed during the next step, while the models score that step's records: its
+        insert and commit need the GIL, onnxruntime's scoring does not, and the two cores
+        do both. Nothing is committed out of order: the batch before is committed first."""
         try:
+            self._sync()
+            self._learn_rewards()
+        except BaseException:
+            self._drop_pending()
+            raise
+        batches = self.consumer.poll(self.settings.batch_max, self.settings.batch_ms / 1000)
+        try:
+            if not batches:
+                self._flush()
+                return 0
             count, predictions, dead = self._score_batches(batches)
-            self._commit(batches, predictions, dead)
+            self._flush()  # if no model ran meanwhile
+            work = _Work(batches, predictions, dead, self._alarms)
+            self._alarms = []
+            if behind and count >= self.settings.batch_max and not work.alarms:
+                self._pending = work  # an alarm lands at once: the rollback reads it
+            else:
+                self._commit(work)
         except BaseException:
             self._rewind(batches)
+            self._drop_pending()  # seeks last: the earlier positions win
             raise
         return count
+
+    def _drop_pending(self) -> None:
+        """Forget the batch left for the next step: its records are read and scored again."""
+        if self._pending is not None:
+            self._rewind(self._pending.batches)
+            self._pending = None
+
+    def _flush(self) -> None:
+        """Commit the batch left for the next step, if any."""
+        if self._pending is not None:
+            self._commit(self._pending)
+            self._pending = None
 
     def _score_batches(
         self, batches: list[Any]
@@ -341,9 +395,11 @@ class Engine:
             )
             if not items:
                 return []
-        keys = [it.record.key or it.record.id for it in items]
+        solo = _solo(spec, results)
+        if solo is not None:
+            return self._solo_predictions(route, spec, items, solo)
         ctx = Context(
-            keys=keys,
+            keys=[it.record.key or it.record.id for it in items],
             bandit=self._bandit(route, spec),
             metrics=self._metrics(roles) if spec.quality_metric else {},
         )
@@ -361,6 +417,26 @@ class Engine:
             decisions = decide(spec, results, len(items), ctx)
         return self._predictions(route, spec, items, results, encoded, decisions)
 
+    def _solo_predictions(
+        self, route: ev.RouteChanged, spec: RouteSpec, items: list[_Item], result: Result
+    ) -> list[bytes]:
+        """The events of a group that one model answered, every record ``ok``."""
+        assert result.outputs is not None
+        d = self.registry.resolve(result.ref)
+        latency = round(result.latency_ms / len(items), 6)
+        writer = SoloWriter(
+            PredictionWriter(route.endpoint, ev.now(), spec.decider, route.version, RECORDS),
+            (d.name, d.version, d.digest),
+            Candidate(d.name, d.version, d.digest, result.role, latency),
+            latency,
+            [(DECOY, "ok", None)] if spec.decoy else [],
+        )
+        return writer.encode(
+            (it.record.id, it.record.key, it.record.ts, it.partition, it.offset, out,
+             it.record.features)
+            for it, out in zip(items, encode_outputs(result.outputs), strict=True)
+        )  # fmt: skip
+
     def _run(
         self, models: dict[str, LoadedModel], roles: dict[str, ev.Role], rows: list[Any]
     ) -> dict[str, Result]:
@@ -377,9 +453,10 @@ class Engine:
             t1 = time.perf_counter()
             return Result(ref, roles[ref], outputs, (t1 - t0) * 1000, (t1 - start) * 1000, error)
 
-        if len(models) == 1:
+        if len(models) == 1 and self._pending is None:
             return {ref: one(ref) for ref in models}
         futures = {ref: self._pool.submit(one, ref) for ref in models}
+        self._flush()  # the batch before is committed while the models score this one
         return {ref: f.result() for ref, f in futures.items()}
 
     def _metrics(self, roles: dict[str, ev.Role]) -> dict[str, dict[str, float]]:
@@ -414,7 +491,7 @@ class Engine:
             candidate = Candidate(d.name, d.version, d.digest, r.role, latency)
             columns.append((candidate, statuses, encoded.get(ref, r.outputs)))
         if spec.decoy:
-            columns.append((Candidate("decoy", 0, "", "decoy", None), ["ok"] * n, [None] * n))
+            columns.append((DECOY, ["ok"] * n, [None] * n))
         self._watch(route, spec, results, decisions, items)
         latency_of = {ref: round(r.latency_ms / n, 6) for ref, r in results.items()}
         chosen = {ref: (d.name, d.version, d.digest) for ref, d in described.items()}
@@ -523,13 +600,9 @@ class Engine:
             source=ev.Source(topic=RECORDS, partition=p, offset=offset), ts=ev.now(),
         )  # fmt: skip
 
-    def _commit(
-        self,
-        batches: list[Any],
-        predictions: tuple[list[bytes], list[bytes | None]],
-        dead: list[ev.DeadLetter],
-    ) -> None:
-        values, keys = predictions
+    def _commit(self, work: _Work) -> None:
+        values, keys = work.predictions
+        dead = work.dead
         with self.log.transaction() as tx:
             if values:
                 tx.append(PREDICTIONS, values, keys if any(keys) else None)
@@ -538,12 +611,11 @@ class Engine:
                     key=lambda d: (d.source.partition, d.source.offset) if d.source else (0, 0)
                 )
                 tx.append(DEADLETTER, [ev.encode(d) for d in dead])
-            if self._alarms:  # canary alarms land with the predictions that raised them
-                tx.append("models", [ev.encode(a) for a in self._alarms], partition=0)
+            if work.alarms:  # canary alarms land with the predictions that raised them
+                tx.append("models", [ev.encode(a) for a in work.alarms], partition=0)
             tx.commit_offsets(
-                self.consumer, {(b.topic, b.partition): b.next_offset for b in batches}
+                self.consumer, {(b.topic, b.partition): b.next_offset for b in work.batches}
             )
-        self._alarms.clear()
 
     # -- running -------------------------------------------------------------------------
 
@@ -554,7 +626,7 @@ class Engine:
         outage: float | None = None
         while not self._stop.is_set():
             try:
-                n = self.step()
+                n = self._step(behind=True)
                 busy = 0
             except LogUnavailable as exc:
                 # a broker restart or a cut: step() committed nothing and rewound; retry
@@ -576,6 +648,11 @@ class Engine:
             total += n
             if n == 0 and until_idle and not self._loading:
                 break
+        try:
+            self._flush()  # stopped: the batch scored last is committed too
+        except BaseException:
+            self._drop_pending()
+            raise
         return total
 
     def stop(self) -> None:

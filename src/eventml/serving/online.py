@@ -51,7 +51,7 @@ from eventml.log import Log
 from eventml.models._wire import encode_outputs
 from eventml.models.base import LoadedModel
 from eventml.models.registry import Registry, load_model, smoke_test
-from eventml.serving._wire import Candidate, PredictionWriter
+from eventml.serving._wire import DECOY, MARKS, Candidate, PredictionWriter, cut
 from eventml.serving.rendezvous import BanditState, Context, Result, decide, first_choice
 from eventml.serving.spec import RouteSpec, spec_of
 
@@ -73,7 +73,6 @@ RECORDS = "records"
 _enc = msgspec.msgpack.Encoder().encode
 _BATCH_ENCODE = 8
 """Rows from which outputs are encoded in numpy (:func:`encode_outputs` has a fixed cost)."""
-_DECOY = Candidate("decoy", 0, "", "decoy", None)
 
 
 @dataclass(slots=True, frozen=True)
@@ -624,8 +623,6 @@ class Rendezvous:
             model.close()
 
 
-_MARKS = [msgspec.Raw(b"\xc1" + os.urandom(15)) for _ in range(10)]
-"""Stand-ins for a row's values (0xc1 is no MessagePack type; 15 random bytes, no accident)."""
 _LATENCY = struct.unpack(">d", b"\x40" + os.urandom(7))[0]
 """The answer's latency stand-in: a finite float (the writer keys a cache by it, Raw is not
 hashable), found by its 8 random bytes."""
@@ -636,7 +633,7 @@ class _Template:
 
     :class:`PredictionWriter` joins the parts of one event; a request's rows differ only
     in a few values (id, key, time, position, output, features, latencies), so the writer
-    is run once per route with stand-ins (:data:`_MARKS`) for those, and each row joins
+    is run once per route with stand-ins (:data:`MARKS`) for those, and each row joins
     the parts between the stand-ins with its own values: the bytes the writer would give.
     """
 
@@ -645,23 +642,23 @@ class _Template:
         if solo is None:
             raise AssertionError("unreachable: made for solo plans only")
         d = solo.descriptor
-        m: list[Any] = _MARKS
+        m: list[Any] = MARKS
         candidate = Candidate(d.name, d.version, d.digest, solo.role, m[9])
         scores: list[tuple[Candidate, str, Any]] = [(candidate, status, m[8])]
         if spec.decoy:
-            scores.append((_DECOY, "ok", None))
+            scores.append((DECOY, "ok", None))
         writer = PredictionWriter(route.endpoint, m[3], spec.decider, route.version, RECORDS)
         chosen = (d.name, d.version, d.digest)
         sample = writer.encode(
             m[0], m[1], m[2], m[4], m[5], "ok", chosen, m[6], _LATENCY, m[7], scores
         )
         latency = _enc(_LATENCY)
-        self.prediction = _cut(sample, [*m[:7], latency, *m[7:]])
+        self.prediction = cut(sample, [*m[:7], latency, *m[7:]])
         record = ev.encode(
             ev.Record(id=m[0], endpoint=route.endpoint, key=m[1], ts=m[2], features=m[7],
                       answered=True)
         )  # fmt: skip
-        self.record = _cut(record, [m[0], m[1], m[2], m[7]])
+        self.record = cut(record, [m[0], m[1], m[2], m[7]])
 
     def fill(
         self,
@@ -699,20 +696,6 @@ class _Template:
 
         keys = [r.key.encode() if r.key else None for r in records]
         return Answered([r.id for r in records], values, keys, placed)
-
-
-def _cut(data: bytes, marks: Sequence[bytes]) -> list[bytes]:
-    """``data`` cut at each mark; each must appear once, in this order."""
-    parts = []
-    at = 0
-    for mark in marks:
-        found = data.find(mark, at)
-        if found < 0 or data.find(mark, found + 1) >= 0:
-            raise AssertionError(f"expected one stand-in {bytes(mark)!r} in an event, got {data!r}")
-        parts.append(data[at:found])
-        at = found + len(mark)
-    parts.append(data[at:])
-    return parts
 
 
 def _error_text(exc: BaseException) -> str:
