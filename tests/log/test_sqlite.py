@@ -47,6 +47,27 @@ def test_journal_is_wal(tmp_path: Path) -> None:
         assert log._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+def test_the_wal_starts_over_while_a_writer_keeps_appending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PASSIVE checkpoints alone never let the WAL start over under a writer that keeps
+    # appending (each ends after the next append began); past the restart size a RESTART
+    # checkpoint does, so the WAL file stops growing.
+    import eventml.log._sqlite as sqlite_log
+
+    monkeypatch.setattr(sqlite_log, "_CHECKPOINT_BYTES", 256 << 10)
+    monkeypatch.setattr(sqlite_log, "_RESTART_BYTES", 1 << 20)
+    value = b"x" * (64 << 10)
+    with SqliteLog(str(tmp_path), Settings()) as log:
+        wal = Path(f"{log.path}-wal")
+        for _ in range(512):  # 128 MiB
+            log.append("t", [value] * 4)
+        size = wal.stat().st_size
+        assert log.end_offsets("t") == [2048]
+        assert list(log.read("t", 0, 2040).values) == [value] * 8
+    assert size < 16 << 20, size
+
+
 def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -49,6 +49,7 @@ from eventml.log.base import (
 
 DB_NAME = "log.sqlite"
 _CHECKPOINT_BYTES = 4 << 20  # SQLite's own automatic checkpoint: 1,000 pages of 4 KiB
+_RESTART_BYTES = 64 << 20  # a WAL longer than this is started again from its beginning
 _FILE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 _SCHEMA = """
@@ -385,6 +386,15 @@ class _Checkpointer:
     appends; past 4 MiB it wakes this thread, whose PASSIVE checkpoint (it never blocks a
     writer or a reader) runs in SQLite's C code without the GIL, on another core. Other
     processes' connections keep SQLite's automatic checkpoints.
+
+    PASSIVE checkpoints never let the WAL start again from its beginning while a writer
+    keeps appending (a write starts the WAL over only just after a checkpoint that caught
+    up): it would grow without end (a 1M-record stream ended with a 1.9 GB WAL beside a
+    1.9 GB database). So after every :data:`_RESTART_BYTES` appended, the writer itself runs
+    a RESTART checkpoint after its commit (:meth:`restart_due`): the pages this thread
+    copied already are not copied again, and the next write starts the WAL over. It waits
+    for this thread's round to end, at most 5 ms for readers (another process's), and is
+    tried again 4 MiB later if it could not finish.
     """
 
     def __init__(self, path: Path) -> None:
@@ -393,9 +403,12 @@ class _Checkpointer:
         self._wake = threading.Event()
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._unrestarted = 0  # bytes appended since the WAL last started over
+        self._checkpointing = threading.Lock()  # one checkpoint at a time (SQLite's rule)
 
     def wrote(self, size: int) -> None:
         self._pending += size
+        self._unrestarted += size
         if self._pending < _CHECKPOINT_BYTES or self._closing:
             return
         self._pending = 0
@@ -406,6 +419,20 @@ class _Checkpointer:
             self._thread.start()
         self._wake.set()
 
+    def restart_due(self, db: sqlite3.Connection) -> None:
+        """After a commit on the writer's connection ``db``: start the WAL over if it is due."""
+        if self._unrestarted < _RESTART_BYTES:
+            return
+        with self._checkpointing:  # this thread's PASSIVE round would make it busy
+            db.execute("PRAGMA busy_timeout = 5")
+            try:
+                busy, _, _ = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            except sqlite3.Error:
+                busy = 1  # nothing is lost: the pages stay in the WAL
+            finally:
+                db.execute("PRAGMA busy_timeout = 60000")
+        self._unrestarted = _RESTART_BYTES - _CHECKPOINT_BYTES if busy else 0
+
     def _run(self) -> None:
         db = sqlite3.connect(self._path, timeout=60.0, isolation_level=None)
         try:
@@ -415,7 +442,7 @@ class _Checkpointer:
                 if self._closing:
                     return
                 # a failed checkpoint loses nothing: the pages stay in the WAL for the next
-                with contextlib.suppress(sqlite3.Error):
+                with self._checkpointing, contextlib.suppress(sqlite3.Error):
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         finally:
             db.close()
@@ -510,6 +537,7 @@ class _SqliteTransaction(TransactionContext, Transaction):
                     self._cur.execute("ROLLBACK")
                     self._log._tables.clear()
                     raise
+                self._log._checkpointer.restart_due(self._log._db)
             else:
                 self._cur.execute("ROLLBACK")
                 # Topics created inside a rolled-back transaction are gone again.
