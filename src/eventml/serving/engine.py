@@ -247,14 +247,18 @@ class Engine:
         """One micro-batch. With ``behind``, a full batch (the engine is catching up) is
         committed during the next step, while the models score that step's records: its
         insert and commit need the GIL, onnxruntime's scoring does not, and the two cores
-        do both. Nothing is committed out of order: the batch before is committed first."""
+        do both. Nothing is committed out of order: the batch before is committed first.
+        The next step does not wait for records: if none are there, it commits at once."""
         try:
             self._sync()
             self._learn_rewards()
         except BaseException:
             self._drop_pending()
             raise
-        batches = self.consumer.poll(self.settings.batch_max, self.settings.batch_ms / 1000)
+        # with a batch left to commit, only what is already there: none means caught up,
+        # and the batch is committed now, not after waiting for records to come
+        wait = 0.0 if self._pending is not None else self.settings.batch_ms / 1000
+        batches = self.consumer.poll(self.settings.batch_max, wait)
         try:
             if not batches:
                 self._flush()
