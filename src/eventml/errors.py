@@ -109,3 +109,15 @@ def expected_got(expected: str, got: object, where: str | None = None) -> str:
     shown = f'"{got}"' if isinstance(got, str) else repr(got)
     text = f"expected {expected}, got {shown}"
     return f"{text} ({where})" if where else text
+
+
+def error_text(exc: BaseException) -> str:
+    """How a failure is recorded in events: an eventml error's own text (it says what was
+    expected and where), any other exception's type and message.
+
+    >>> error_text(ValueError("no"))
+    'ValueError: no'
+    >>> error_text(InputError("expected a float, got 'x'"))
+    "expected a float, got 'x'"
+    """
+    return str(exc) if isinstance(exc, EventmlError) else f"{type(exc).__name__}: {exc}"

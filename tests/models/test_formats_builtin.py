@@ -18,7 +18,7 @@ from sklearn.linear_model import LinearRegression
 from eventml import events as ev
 from eventml.errors import SchemaMismatch
 from eventml.models import formats
-from eventml.models._rows import EncodedRows
+from eventml.models._rows import EncodedRows, FloatMaps
 from eventml.models.base import ClassOutputs, FeatureMatrix, label_outputs, normalize
 from tests.models.conformance import FormatConformance
 
@@ -257,10 +257,10 @@ def test_a_dict_subclass_is_read_through_its_own_methods() -> None:
 def test_encoded_rows_read_as_one_stream_of_maps() -> None:
     rows = float_rows(20)
     raws = [msgspec.msgpack.encode(r) for r in rows]
-    assert exact(EncodedRows(raws).matrix(["gamma", "alpha"], key=normalize),  # type: ignore[arg-type]
+    assert exact(FloatMaps(["gamma", "alpha"], key=normalize).of_raws(raws),
                  np.array([[r["gamma"], r["ALPHA"]] for r in rows]))  # fmt: skip
-    assert EncodedRows(raws).matrix(["missing"]) is None
-    assert EncodedRows([msgspec.msgpack.encode({"a": 1})]).matrix(["a"]) is None  # an int
+    assert FloatMaps(["missing"]).of_raws(raws) is None
+    assert FloatMaps(["a"]).of_raws([msgspec.msgpack.encode({"a": 1})]) is None  # an int
 
 
 def test_onnx_outputs_are_the_same_for_dicts_encoded_rows_and_the_row_loop(

@@ -201,7 +201,7 @@ class KafkaTransaction(TransactionContext, Transaction):
                 LOGGER.warning("abort failed (%s); the next transaction starts a new producer", exc)
                 self._log.drop_transactional()
                 if self._last or self._offsets:
-                    self._remember(commit=False, parts=dict(self._last))
+                    self._remember(commit=False)
                 return
         self._settled(commit=False)
 
@@ -216,15 +216,16 @@ class KafkaTransaction(TransactionContext, Transaction):
         stand for it, since the coordinator writes them together.
         """
         if not self._log.await_stable(self._last):
-            self._remember(commit, dict(self._last))
+            self._remember(commit)
         elif not self._settling:
             self._log.unsettled = None
 
-    def _remember(self, commit: bool, parts: dict[TP, int]) -> None:
+    def _remember(self, commit: bool) -> None:
+        """This transaction's partitions and offsets, for settling its lost markers."""
         member = self._member
         self._log.unsettled = Unsettled(
             commit=commit,
-            parts=parts,
+            parts=dict(self._last),
             offsets=dict(self._offsets),
             group=member.group if member is not None else "",
             member=weakref.ref(member) if member is not None else None,

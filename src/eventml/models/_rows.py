@@ -17,9 +17,9 @@ row from Python, and the same check tells whether every row had the layout.
 
 >>> import msgspec
 >>> raws = [msgspec.msgpack.encode({"a": 1.5, "b": -2.0}), msgspec.msgpack.encode({"a": 3.0, "b": 4.25})]
->>> rows = EncodedRows(raws)
->>> rows.matrix(["b", "a"]).tolist()
+>>> FloatMaps(["b", "a"]).of_raws(raws).tolist()
 [[-2.0, 1.5], [4.25, 3.0]]
+>>> rows = EncodedRows(raws)
 >>> rows[1]
 {'a': 3.0, 'b': 4.25}
 >>> FloatMaps(["b"]).of_dicts([{"a": 1.5, "b": -2.0}, {"a": 3.0, "b": 4.25}]).tolist()
@@ -250,13 +250,3 @@ class EncodedRows(Sequence[Mapping[str, ev.Feature]]):
         del self.raws[i]
         self._decoded = {(j if j < i else j - 1): r for j, r in self._decoded.items() if j != i}
         return row
-
-    def matrix(self, names: Sequence[str], key: Any = None) -> np.ndarray | None:
-        """``[len, len(names)]`` float64 values when every row matches one all-float layout.
-
-        ``key`` maps a record field to the model's name (e.g. normalization). None when
-        any row does not match: the caller then takes the exact path. A model scoring
-        many batches keeps a :class:`FloatMaps` instead, which remembers the layouts.
-        """
-        out: np.ndarray | None = FloatMaps(names, key).of_raws(self.raws)
-        return out

@@ -292,24 +292,22 @@ class Outputs(Sequence[ev.Output]):
 class ClassOutputs(Outputs):
     """``{"label": l, "probabilities": {class: p}}`` per row, from labels and a matrix.
 
-    ``labels`` are the label strings; they may be given as the model's raw label values
-    (``raw_labels``, e.g. onnxruntime's int64 tensor) or left to the argmax of
-    ``probabilities`` (neither given), and are then turned into strings the first time
-    someone reads them: the engine's encoder and the metrics often never do.
+    ``labels`` are the label strings, from the model's raw label values (``raw_labels``,
+    e.g. onnxruntime's int64 tensor) or, without them, the argmax of ``probabilities``;
+    they are made the first time someone reads them: the engine's encoder and the metrics
+    often never do.
     """
 
     def __init__(
         self,
         names: list[str],
-        labels: list[str] | None,
         probabilities: np.ndarray,
         raw_labels: Sequence[Any] | np.ndarray | None = None,
     ) -> None:
-        given = labels if labels is not None else raw_labels
-        super().__init__(len(given) if given is not None else len(probabilities))
+        super().__init__(len(raw_labels) if raw_labels is not None else len(probabilities))
         self.names = names
         self.probabilities = probabilities
-        self._labels = labels
+        self._labels: list[str] | None = None
         self._raw = raw_labels
         self._rows: list[list[float]] | None = None
 
@@ -387,7 +385,7 @@ def label_outputs(
     Labels given as other values than strings (or as an array) become ``str(value)``.
     """
     names = [str(c) for c in classes]
-    return ClassOutputs(names, None, np.asarray(probabilities, dtype=np.float64), raw_labels=labels)
+    return ClassOutputs(names, np.asarray(probabilities, dtype=np.float64), raw_labels=labels)
 
 
 def value_outputs(values: np.ndarray) -> ValueOutputs:

@@ -33,7 +33,7 @@ import msgspec
 
 from eventml import events as ev
 from eventml.config import TOPICS, Settings, topic_partitions
-from eventml.errors import EventmlError, GroupBusy, LogUnavailable, SchemaMismatch
+from eventml.errors import EventmlError, GroupBusy, LogUnavailable, SchemaMismatch, error_text
 from eventml.log import Log
 from eventml.models._rows import EncodedRows
 from eventml.models._wire import encode_outputs
@@ -187,11 +187,8 @@ class Engine:
             model = future.result()
         except LogUnavailable:
             raise  # not the model's fault: loaded again at the next step
-        except EventmlError as exc:
-            self._reject(ref, str(exc))
-            return None
         except Exception as exc:  # a plugin's own failure is a rejection, never a crash
-            self._reject(ref, f"{type(exc).__name__}: {exc}")
+            self._reject(ref, error_text(exc))
             return None
         self.models[ref] = model
         return model
@@ -484,7 +481,12 @@ class Engine:
             d, latency = described[ref], round(r.latency_ms / n, 6)
             if r.outputs is None:
                 failed = Candidate(
-                    d.name, d.version, d.digest, r.role, latency, _error_text(r.error)
+                    d.name,
+                    d.version,
+                    d.digest,
+                    r.role,
+                    latency,
+                    None if r.error is None else error_text(r.error),
                 )
                 columns.append((failed, ["error"] * n, [None] * n))
                 continue
@@ -671,11 +673,3 @@ class Engine:
         for model in self.models.values():
             model.close()
         self.consumer.close()
-
-
-def _error_text(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    if isinstance(error, EventmlError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"

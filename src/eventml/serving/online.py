@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import msgspec
 
 from eventml import events as ev
-from eventml.errors import EventmlError, NotFound, SchemaMismatch
+from eventml.errors import NotFound, SchemaMismatch, error_text
 from eventml.log import Log
 from eventml.models._wire import encode_outputs
 from eventml.models.base import LoadedModel
@@ -253,9 +253,7 @@ class Rendezvous:
         try:
             self.models[ref] = future.result()
         except Exception as exc:  # a model that cannot load is refused, never served
-            self.failed[ref] = (
-                str(exc) if isinstance(exc, EventmlError) else f"{type(exc).__name__}: {exc}"
-            )
+            self.failed[ref] = error_text(exc)
 
     def route(self, endpoint: str) -> ev.RouteChanged | None:
         """The newest route of ``endpoint`` whose models are all loaded."""
@@ -391,7 +389,7 @@ class Rendezvous:
                 ]
             if isinstance(exc, SchemaMismatch) and exc.row == 0 and exc.where == "row 0" and row:
                 exc = SchemaMismatch(exc.message, where=f"row {row}", row=row)
-            outputs, error = [], _error_text(exc)
+            outputs, error = [], error_text(exc)
         t1 = time.perf_counter()
         spec, route = plan.spec, plan.route
         finished_ms = (t1 - arrival) * 1000
@@ -579,7 +577,7 @@ class Rendezvous:
         status: ev.ScoreStatus = "error" if not r.ok else ("ok" if in_time else "late")
         if r.ok and r.finished_ms is not None and r.finished_ms > self.timeout_ms:
             status = "timeout"
-        error = None if r.error is None else _error_text(r.error)
+        error = None if r.error is None else error_text(r.error)
         return ev.Score(
             model=d.name, version=d.version, digest=d.digest, role=r.role, status=status,
             output=r.outputs[0] if r.outputs else None, latency_ms=round(r.latency_ms, 3), error=error,
@@ -696,10 +694,6 @@ class _Template:
 
         keys = [r.key.encode() if r.key else None for r in records]
         return Answered([r.id for r in records], values, keys, placed)
-
-
-def _error_text(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, EventmlError) else f"{type(exc).__name__}: {exc}"
 
 
 def _answered(record: ev.Record) -> ev.Record:
