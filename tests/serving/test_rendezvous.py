@@ -8,7 +8,7 @@ import statistics
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -20,7 +20,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from eventml import events as ev
 from eventml.config import Settings
-from eventml.errors import InputError
+from eventml.errors import InputError, LogUnavailable
 from eventml.ingest import SendOptions, send_file
 from eventml.log import Log, open_log
 from eventml.models.registry import Registry, push_model
@@ -261,37 +261,43 @@ def test_thompson_sampling_finds_the_better_arm(log: Log, tmp_path: Path) -> Non
     assert chosen[-500:].count("base") >= 400
 
 
-def test_canary_alarm_fires_on_shift_and_stays_quiet_without(tmp_path: Path) -> None:
-    rows = wine_rows()
-
-    def run(shift: float) -> list[ev.CanaryAlarm]:
-        data = tmp_path / f"shift{shift}.jsonl"
-        data.write_text(
-            "".join(
-                json.dumps({**r, "alcohol": cast(float, r["alcohol"]) + shift}) + "\n"
-                for r in rows[:600]
-            )
+def canary_stream(log: Log, folder: Path, shift: float) -> None:
+    """A route with ``tree`` as canary of ``lr`` (window 200, threshold 0.5), and 600 wine
+    records with ``shift`` added to their alcohol."""
+    data = folder / f"shift{shift}.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({**r, "alcohol": cast(float, r["alcohol"]) + shift}) + "\n"
+            for r in wine_rows()[:600]
         )
+    )
+    push_model(log, LR, "lr")
+    push_model(log, TREE, "tree")
+    deploy(
+        log,
+        "wine",
+        spec=RouteSpec(champion="lr", canary=CanarySpec(model="tree", window=200, threshold=0.5)),
+    )
+    send_file(log, data, SendOptions(endpoint="wine"))
+
+
+def canary_alarms(log: Log) -> list[ev.CanaryAlarm]:
+    return [
+        e
+        for b in log.read_all("models")
+        for e in map(ev.decode, b.values)
+        if isinstance(e, ev.CanaryAlarm)
+    ]
+
+
+def test_canary_alarm_fires_on_shift_and_stays_quiet_without(tmp_path: Path) -> None:
+    def run(shift: float) -> list[ev.CanaryAlarm]:
         with open_log(str(tmp_path / f"log{shift}"), Settings(batch_max=100)) as log:
-            push_model(log, LR, "lr")
-            push_model(log, TREE, "tree")
-            deploy(
-                log,
-                "wine",
-                spec=RouteSpec(
-                    champion="lr", canary=CanarySpec(model="tree", window=200, threshold=0.5)
-                ),
-            )
-            send_file(log, data, SendOptions(endpoint="wine"))
+            canary_stream(log, tmp_path, shift)
             engine = Engine(log, log.settings)
             engine.run(until_idle=True)
             engine.close()
-            return [
-                e
-                for b in log.read_all("models")
-                for e in map(ev.decode, b.values)
-                if isinstance(e, ev.CanaryAlarm)
-            ]
+            return canary_alarms(log)
 
     assert run(0.0) == []
     alarms = run(6.0)
@@ -300,6 +306,52 @@ def test_canary_alarm_fires_on_shift_and_stays_quiet_without(tmp_path: Path) -> 
     ]
     assert alarms[0].delta > 0.5
     assert alarms[0].delta == pytest.approx(abs(alarms[0].answer_mean - alarms[0].canary_mean))
+
+
+def test_a_canary_alarm_whose_commit_failed_lands_with_the_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The monitor raises an alarm once, when the window mean moves past the threshold;
+    # the transaction that carries it fails, the batch is scored again (the monitor stays
+    # in alarm, raising nothing new), and the alarm still lands, once.
+    with open_log(str(tmp_path / "log"), Settings(batch_max=100)) as log:
+        canary_stream(log, tmp_path, 6.0)
+        real = log.transaction
+        failed: list[str] = []
+
+        class FailingAlarm:
+            """The log's transaction, but the first append of an alarm fails."""
+
+            def __enter__(self) -> FailingAlarm:
+                self.cm = real()
+                self.tx = self.cm.__enter__()
+                return self
+
+            def __exit__(self, *exc: Any) -> Any:
+                return self.cm.__exit__(*exc)
+
+            def append(self, topic: str, values: Any, *args: Any, **kw: Any) -> Any:
+                if topic == "models" and not failed:
+                    failed.append(topic)
+                    raise LogUnavailable("expected a writable log, got a full disk (injected)")
+                return self.tx.append(topic, values, *args, **kw)
+
+            def commit_offsets(self, consumer: Any, offsets: Any) -> None:
+                self.tx.commit_offsets(consumer, offsets)
+
+        monkeypatch.setattr(log, "transaction", FailingAlarm)
+        engine = Engine(log, log.settings)
+        engine.run(until_idle=True)
+        engine.close()
+        alarms = canary_alarms(log)
+        predicted = [
+            p.record_id
+            for b in log.read_all("predictions")
+            for p in ev.decode_many(b.values, ev.Prediction)
+        ]
+    assert failed == ["models"]
+    assert [(a.state, a.canary) for a in alarms] == [("alarm", "tree:1")]
+    assert len(predicted) == len(set(predicted)) == 600
 
 
 def test_shadow_and_decoy_are_recorded_never_returned(log: Log) -> None:

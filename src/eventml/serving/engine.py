@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -254,8 +254,9 @@ class Engine:
             raise
         # with a batch left to commit, only what is already there: none means caught up,
         # and the batch is committed now, not after waiting for records to come
-        wait = 0.0 if self._pending is not None else self.settings.batch_ms / 1000
-        batches = self.consumer.poll(self.settings.batch_max, wait)
+        timeout = 0.0 if self._pending is not None else self.settings.batch_ms / 1000
+        batches = self.consumer.poll(self.settings.batch_max, timeout)
+        work: _Work | None = None
         try:
             if not batches:
                 self._flush()
@@ -269,6 +270,8 @@ class Engine:
             else:
                 self._commit(work)
         except BaseException:
+            if work is not None:  # a monitor raises an alarm once: it must land later
+                self._alarms = work.alarms + self._alarms
             self._rewind(batches)
             self._drop_pending()  # seeks last: the earlier positions win
             raise
@@ -457,7 +460,10 @@ class Engine:
         if len(models) == 1 and self._pending is None:
             return {ref: one(ref) for ref in models}
         futures = {ref: self._pool.submit(one, ref) for ref in models}
-        self._flush()  # the batch before is committed while the models score this one
+        try:
+            self._flush()  # the batch before is committed while the models score this one
+        finally:
+            wait(futures.values())  # if it failed: no model is left scoring behind our back
         return {ref: f.result() for ref, f in futures.items()}
 
     def _metrics(self, roles: dict[str, ev.Role]) -> dict[str, dict[str, float]]:
