@@ -23,7 +23,9 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -36,6 +38,24 @@ from eventml.models.registry import push_model
 from eventml.serving.online import Rendezvous
 from eventml.serving.routes import deploy
 from eventml.serving.spec import RouteSpec, Step
+
+T = TypeVar("T")
+
+
+def paired(
+    items: Sequence[T], first: Callable[[T], object], second: Callable[[T], object]
+) -> tuple[float, float]:
+    """Median µs of ``first`` and of ``second``, called in turn on each item."""
+    a, b = [], []
+    for item in items:
+        t0 = time.perf_counter_ns()
+        first(item)
+        t1 = time.perf_counter_ns()
+        second(item)
+        t2 = time.perf_counter_ns()
+        a.append((t1 - t0) / 1000)
+        b.append((t2 - t1) / 1000)
+    return statistics.median(a), statistics.median(b)
 
 
 def main() -> None:
@@ -61,19 +81,10 @@ def main() -> None:
         ]
         rdv = Rendezvous(log, sink=lambda r, p: None)
         _, model = rdv.model("churn:1")
-        direct, routed = [], []
         for rec in records[:200]:  # warm up both paths
             model.predict_batch([rec.features])
             rdv.predict(rec)
-        for rec in records:
-            t0 = time.perf_counter_ns()
-            model.predict_batch([rec.features])
-            t1 = time.perf_counter_ns()
-            rdv.predict(rec)
-            t2 = time.perf_counter_ns()
-            direct.append((t1 - t0) / 1000)
-            routed.append((t2 - t1) / 1000)
-        d, r = statistics.median(direct), statistics.median(routed)
+        d, r = paired(records, lambda rec: model.predict_batch([rec.features]), rdv.predict)
         print(
             f"requests: {args.requests:,}, one ONNX model (HGB-100, 20 features), in-process, logging off"
         )
@@ -81,17 +92,11 @@ def main() -> None:
         print(
             f"  through the rendezvous:   median {r:8.1f} µs   overhead {r - d:6.1f} µs (goal ≤ 50)"
         )
-        batch_direct, batch_routed = [], []
-        for start in range(0, len(records) - 99, 100):
-            chunk = records[start : start + 100]
-            t0 = time.perf_counter_ns()
-            model.predict_batch([rec.features for rec in chunk])
-            t1 = time.perf_counter_ns()
-            rdv.predict_many(chunk)
-            t2 = time.perf_counter_ns()
-            batch_direct.append((t1 - t0) / 1000)
-            batch_routed.append((t2 - t1) / 1000)
-        bd, br = statistics.median(batch_direct), statistics.median(batch_routed)
+        chunks = [records[i : i + 100] for i in range(0, len(records) - 99, 100)]
+        bd, br = paired(
+            chunks, lambda chunk: model.predict_batch([r.features for r in chunk]),
+            rdv.predict_many,
+        )  # fmt: skip
         print(
             f"  100 records: predict_batch {bd:8.1f} µs, predict_many {br:8.1f} µs "
             f"({(br - bd) / 100:.1f} µs per record over the model)"

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -164,46 +164,42 @@ class KafkaTransaction(TransactionContext, Transaction):
 
     def _commit(self, producer: Producer) -> None:
         """Commit; a timed-out commit is resumed, not aborted (it may have gone through)."""
+        failed = self._resumed(producer.commit_transaction, commit=True)
+        if failed is not None:
+            raise failed
+
+    def _abort(self, producer: Producer) -> None:
+        failed = self._resumed(producer.abort_transaction, commit=False)
+        if failed is not None:
+            # A producer stuck mid-abort cannot begin again: the next transaction starts a
+            # new one, whose init fences this one and aborts what the coordinator still
+            # has open; settling covers what it does not.
+            LOGGER.warning("abort failed (%s); the next transaction starts a new producer", failed)
+            self._log.drop_transactional()
+            if self._last or self._offsets:
+                self._remember(commit=False)
+            return
+        self._settled(commit=False)
+
+    def _resumed(self, end: Callable[[float], None], commit: bool) -> KafkaException | None:
+        """Call ``end`` (commit or abort) again while it fails retriably, for up to three
+        timeouts (librdkafka resumes a timed-out end when called again); the failure that
+        stopped it, or None. A commit the coordinator wants aborted is not retried."""
         deadline = time.monotonic() + 3 * self._log.timeout
         while True:
             try:
-                producer.commit_transaction(self._log.timeout)
-                return
+                end(self._log.timeout)
+                return None
             except KafkaException as exc:
                 err = kafka_error(exc)
                 if (
                     err is None
                     or not err.retriable()
                     or err.fatal()
-                    or err.txn_requires_abort()
+                    or (commit and err.txn_requires_abort())
                     or time.monotonic() > deadline
                 ):
-                    raise
-
-    def _abort(self, producer: Producer) -> None:
-        deadline = time.monotonic() + 3 * self._log.timeout
-        while True:
-            try:
-                producer.abort_transaction(self._log.timeout)
-                break
-            except KafkaException as exc:
-                err = kafka_error(exc)
-                if (
-                    err is not None
-                    and err.retriable()
-                    and not err.fatal()
-                    and time.monotonic() < deadline
-                ):
-                    continue  # librdkafka: a timed-out abort resumes when called again
-                # A producer stuck mid-abort cannot begin again: the next transaction starts a
-                # new one, whose init fences this one and aborts what the coordinator still
-                # has open; settling covers what it does not.
-                LOGGER.warning("abort failed (%s); the next transaction starts a new producer", exc)
-                self._log.drop_transactional()
-                if self._last or self._offsets:
-                    self._remember(commit=False)
-                return
-        self._settled(commit=False)
+                    return exc
 
     def _settled(self, commit: bool) -> None:
         """Wait for the markers (end offsets move past the records); remember a miss.
