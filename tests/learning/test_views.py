@@ -354,3 +354,43 @@ def test_a_fold_that_cannot_be_kept_still_gives_the_view(
     assert (tmp_path / "log.sqlite.views").read_text() == "not a folder"
     assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []
     log.close()
+
+
+def test_a_stored_fold_grows_by_segments_and_is_written_whole_every_eight(tmp_path: Path) -> None:
+    log = open_log(str(tmp_path), Settings(partitions=2))
+    folder = tmp_path / "log.sqlite.views"
+    preds = write_predictions(log, 40)
+    append_labels(log, record_labels([p.record_id for p in preds], [i % 2 for i in range(40)]))
+    spec = ViewSpec(endpoint="churn", labelled=False)
+    build_view(log, spec)
+
+    def files() -> list[int]:
+        """How many files each stored fold has (labels, predictions): base and segments."""
+        names = Counter(p.name.split("+")[0].removesuffix(".arrow") for p in folder.iterdir())
+        return [n for _, n in sorted(names.items())]
+
+    assert files() == [1, 1]
+    for update in range(1, 10):
+        more = [
+            ev.Prediction(record_id=f"u{update}-{i}", endpoint="churn", key="k", ts=at(100 + i),
+                          scored_at=at(100 + i), status="no_model", features=preds[i].features)
+            for i in range(3)
+        ]  # fmt: skip
+        log.append("predictions", [ev.encode(p) for p in more], partition=update % 2)
+        append_labels(log, record_labels([f"u{update}-0"], [update % 2], ts=at(500)))
+        chained = build_view(log, spec)  # the last one read from the base and 8 segments
+        # one segment per update for both folds, until the ninth writes each fold whole
+        assert files() == ([1 + update] * 2 if update < 9 else [1, 1])
+        if update == 4:  # the newest segment gone: the chain ends before it, the rest is
+            # folded from the log again and kept as that segment
+            last = max(folder.glob("predictions-*+*.arrow"), key=lambda p: p.stat().st_mtime_ns)
+            last.unlink()
+            assert files() == [5, 4]
+            build_view(log, spec)
+            assert files() == [5, 5]
+    warm = build_view(log, spec)  # read from the fold written whole from the chain
+    cold = fresh(log, folder, spec)
+    assert warm.table.equals(cold.table)
+    assert chained.table.equals(cold.table)
+    assert (warm.rows, warm.labels, warm.hash) == (67, cold.labels, cold.hash)
+    log.close()

@@ -50,20 +50,19 @@ def calibration(y: Any, p: Any, bins: int = 10) -> list[dict[str, float]]:
     yt = np.asarray(y, dtype=np.float64)
     pp = np.asarray(p, dtype=np.float64)
     idx = np.minimum((pp * bins).astype(np.int64), bins - 1)
-    out: list[dict[str, float]] = []
-    for b in range(bins):
-        m = idx == b
-        n = int(m.sum())
-        if n:
-            out.append(
-                {
-                    "bin": b,
-                    "predicted": float(pp[m].mean()),
-                    "observed": float(yt[m].mean()),
-                    "rows": n,
-                }
-            )
-    return out
+    # one pass each for counts and sums, not a mask per bin
+    counts = np.bincount(idx, minlength=bins)
+    predicted = np.bincount(idx, weights=pp, minlength=bins)
+    observed = np.bincount(idx, weights=yt, minlength=bins)
+    return [
+        {
+            "bin": b,
+            "predicted": float(predicted[b] / counts[b]),
+            "observed": float(observed[b] / counts[b]),
+            "rows": int(counts[b]),
+        }
+        for b in np.flatnonzero(counts).tolist()
+    ]
 
 
 def ece(y: Any, p: Any, bins: int = 10) -> float:

@@ -2,7 +2,8 @@
 
 The rows are the endpoint's prediction events (``since <= ts < until`` on the record's
 event time), each with its latest label if it has one (a view with ``labelled=False``);
-the candidate scores the features exactly as the events hold them, in vectorized batches.
+the candidate scores the features exactly as the events hold them, in vectorized batches
+(on a worker thread while the labels are joined, when it reads the fold's float columns).
 
 Reported for the candidate and, as ``served_*``, for the answers on the events:
 
@@ -24,6 +25,7 @@ served). ``segments`` repeats the metrics per served model version and, with
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,9 +37,16 @@ import pyarrow.compute as pc
 
 from eventml.errors import InputError
 from eventml.learning.metrics import calibration, classification_metrics, psi, regression_metrics
-from eventml.learning.score import Scored, score
-from eventml.learning.views import FEATURE_PREFIX, SERVED_PROBA, ViewSpec, replay_view
+from eventml.learning.score import Scored, feature_columns, score, scores_columns
+from eventml.learning.views import (
+    FEATURE_PREFIX,
+    SERVED_PROBA,
+    PredictionFold,
+    ViewSpec,
+    replay_view,
+)
 from eventml.log import Log
+from eventml.models.base import LoadedModel
 from eventml.models.registry import Registry, load_model
 
 
@@ -114,27 +123,77 @@ def replay(
     registry = Registry.from_log(log)
     d = registry.resolve(ref)
     name = f"{d.name}:{d.version}"
-    view = replay_view(
-        log, ViewSpec(endpoint=endpoint, since=since, until=until, labelled=False, validation=0)
-    )
-    table = view.table
-    if segment_by is not None and FEATURE_PREFIX + segment_by not in table.column_names:
-        raise InputError(
-            f"expected --segment-by one of the features {view.features}, got {segment_by!r}"
-        )
+    spec = ViewSpec(endpoint=endpoint, since=since, until=until, labelled=False, validation=0)
     model = load_model(registry.descriptor_with_payload(log, d.name, d.version))
     try:
-        n = table.num_rows
-        scored = score(
-            model,
-            table,
-            name,
-            (lambda done: progress(done, n)) if progress else None,
-            rows=view.feature_bytes,
-        )
+        table, scored = _scored_view(log, spec, model, name, segment_by, progress)
     finally:
         model.close()
     return compare(scored, table, name, endpoint, segment_by=segment_by, tolerance=tolerance)
+
+
+def _scored_view(
+    log: Log,
+    spec: ViewSpec,
+    model: LoadedModel,
+    name: str,
+    segment_by: str | None,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[pa.Table, Scored]:
+    """The replay view's table and the candidate's answers for its rows.
+
+    Scoring is most of a replay and onnxruntime holds no lock while it computes, so when
+    the candidate reads the fold's float columns (:func:`scores_columns`) it scores the
+    fold's rows in the time window on a worker thread while this one joins the labels and
+    builds the view, and another stores the fold; the answers are then put in view order.
+    The same rows and numbers as scoring the view's table (the view holds each of those
+    rows once), with the other work off the critical path.
+    """
+    preds = PredictionFold(log, spec.endpoint, keep=False)
+    rows = preds.window(spec) if preds.floats is not None and scores_columns(model) else None
+    with ThreadPoolExecutor(2, thread_name_prefix="eventml-replay") as pool:
+        kept = pool.submit(preds.keep)
+        ahead = None
+        if rows is not None and len(rows):
+            try:
+                cols = feature_columns(model, preds.table, name)
+            except InputError:
+                cols = None  # said in the view's order below, as without the worker
+            if cols is not None:
+                feats = preds.table.select(cols)
+                feats = feats if len(rows) == feats.num_rows else feats.take(rows)
+                n = len(rows)
+                ahead = pool.submit(
+                    score,
+                    model,
+                    feats,
+                    name,
+                    (lambda done: progress(done, n)) if progress else None,
+                )
+        view = replay_view(log, spec, preds=preds)
+        table = view.table
+        if segment_by is not None and FEATURE_PREFIX + segment_by not in table.column_names:
+            raise InputError(
+                f"expected --segment-by one of the features {view.features}, got {segment_by!r}"
+            )
+        if ahead is not None and rows is not None and view.positions is not None:
+            at = np.full(preds.table.num_rows, -1, dtype=np.int64)
+            at[rows] = np.arange(len(rows))
+            picked = at[view.positions.to_numpy()]
+            if len(picked) != len(rows) or (picked < 0).any():
+                raise RuntimeError("replay: the view's rows are not the fold's time window")
+            scored = ahead.result().take(picked)
+        else:
+            n = table.num_rows
+            scored = score(
+                model,
+                table,
+                name,
+                (lambda done: progress(done, n)) if progress else None,
+                rows=view.feature_bytes,
+            )
+        kept.result()
+    return table, scored
 
 
 def compare(

@@ -50,6 +50,16 @@ class Scored:
             return np.zeros(self.proba.shape[0])
         return np.asarray(self.proba[:, self.classes.index(positive)], dtype=np.float64)
 
+    def take(self, rows: np.ndarray) -> Scored:
+        """The answers of ``rows`` (indices), in that order."""
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[rows]
+
+        return Scored(
+            self.kind, self.classes, pick(self.labels), pick(self.proba), pick(self.values)
+        )
+
 
 def feature_columns(model: LoadedModel, table: pa.Table, ref: str) -> list[str]:
     """The view column feeding each model input, matched by normalized name."""
@@ -81,6 +91,11 @@ def matrix(table: pa.Table, cols: list[str], dtype: Any = np.float64) -> np.ndar
     for j, c in enumerate(cols):
         out[:, j] = table[c].to_numpy(zero_copy_only=False)
     return out
+
+
+def scores_columns(model: LoadedModel) -> bool:
+    """Whether :func:`score` feeds ``model`` the float feature columns (no per-row maps)."""
+    return _fast_session(model) is not None
 
 
 def _fast_session(model: LoadedModel) -> Any:
