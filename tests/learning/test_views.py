@@ -344,9 +344,9 @@ def test_a_fold_that_cannot_be_kept_still_gives_the_view(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     log = open_log(str(tmp_path), Settings())
+    (tmp_path / "log.sqlite.views").write_text("not a folder")  # the cache cannot be written
     write_predictions(log, 20)
     append_labels(log, record_labels([f"r{i:06d}" for i in range(20)], [1] * 10 + [0] * 10))
-    (tmp_path / "log.sqlite.views").write_text("not a folder")  # the cache cannot be written
     with caplog.at_level("WARNING", logger="eventml.learning.views"):
         view = build_view(log, ViewSpec(endpoint="churn"))
     assert (view.table.num_rows, view.labels) == (20, {"1": 10, "0": 10})
@@ -365,11 +365,12 @@ def test_a_stored_fold_grows_by_segments_and_is_written_whole_every_eight(tmp_pa
     build_view(log, spec)
 
     def files() -> list[int]:
-        """How many files each stored fold has (labels, predictions): base and segments."""
+        """How many files each stored fold has (labels, predicted, predictions): base and
+        segments. ``predicted`` (what labels are checked against) grows as labels arrive."""
         names = Counter(p.name.split("+")[0].removesuffix(".arrow") for p in folder.iterdir())
         return [n for _, n in sorted(names.items())]
 
-    assert files() == [1, 1]
+    assert files() == [1, 1, 1]
     for update in range(1, 10):
         more = [
             ev.Prediction(record_id=f"u{update}-{i}", endpoint="churn", key="k", ts=at(100 + i),
@@ -380,17 +381,23 @@ def test_a_stored_fold_grows_by_segments_and_is_written_whole_every_eight(tmp_pa
         append_labels(log, record_labels([f"u{update}-0"], [update % 2], ts=at(500)))
         chained = build_view(log, spec)  # the last one read from the base and 8 segments
         # one segment per update for both folds, until the ninth writes each fold whole
-        assert files() == ([1 + update] * 2 if update < 9 else [1, 1])
+        assert files() == ([1 + update] * 3 if update < 9 else [1, 1, 1])
         if update == 4:  # the newest segment gone: the chain ends before it, the rest is
             # folded from the log again and kept as that segment
             last = max(folder.glob("predictions-*+*.arrow"), key=lambda p: p.stat().st_mtime_ns)
             last.unlink()
-            assert files() == [5, 4]
+            assert files() == [5, 5, 4]
             build_view(log, spec)
-            assert files() == [5, 5]
+            assert files() == [5, 5, 5]
     warm = build_view(log, spec)  # read from the fold written whole from the chain
     cold = fresh(log, folder, spec)
     assert warm.table.equals(cold.table)
     assert chained.table.equals(cold.table)
     assert (warm.rows, warm.labels, warm.hash) == (67, cold.labels, cold.hash)
+    # the labels just appended were checked against the stored fold of what was predicted
+    with pytest.raises(InputError) as exc:
+        append_labels(log, record_labels(["u9-1", "u10-0"], [1, 1]))
+    assert str(exc.value) == (
+        "expected labels for predicted records, got 1 unknown record id(s): u10-0"
+    )
     log.close()

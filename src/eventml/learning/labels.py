@@ -15,7 +15,10 @@ label to partition 0 so the topic has one total order).
 
 A label must name something that was predicted: a record id without a prediction event,
 or an entity window without one, is refused with the offending ids and nothing is written
-(the whole batch is checked before the one append).
+(the whole batch is checked before the one append). The check reads a fold of the
+predictions' ids, entities and times kept beside an embedded log
+(:func:`~eventml.learning.views.predicted`), so a label appended to a long log decodes
+only the predictions since the last check.
 """
 
 from __future__ import annotations
@@ -49,18 +52,6 @@ class LabelSummary(msgspec.Struct, frozen=True, kw_only=True):
     by_entity: int
     first_offset: int | None = None
     last_offset: int | None = None
-
-
-class _Seen(msgspec.Struct, frozen=True, tag="Prediction", gc=False):
-    """The fields of a prediction a label is checked against (the rest is skipped)."""
-
-    record_id: str
-    endpoint: str
-    ts: ev.UtcTime
-    key: str | None = None
-
-
-_read_seen = msgspec.msgpack.Decoder(_Seen).decode
 
 
 def parse_window(text: str) -> timedelta:
@@ -226,25 +217,21 @@ def read_label_file(path: Path, *, window: timedelta = DEFAULT_WINDOW) -> list[e
     return labels
 
 
-def _predicted(log: Log) -> tuple[set[str], dict[tuple[str, str], list[datetime]]]:
-    """Record ids with a prediction, and prediction times per (endpoint, key)."""
-    ids: set[str] = set()
-    times: dict[tuple[str, str], list[datetime]] = {}
-    if PREDICTIONS not in log.topics():
-        return ids, times
-    for batch in log.read_all(PREDICTIONS):
-        for value in batch.values:
-            p = _read_seen(value)
-            ids.add(p.record_id)
-            if p.key is not None:
-                times.setdefault((p.endpoint, p.key), []).append(p.ts)
-    return ids, times
-
-
 def check_labels(log: Log, labels: Sequence[ev.Label]) -> None:
-    """Refuse labels that name no prediction (listing which); nothing is written."""
-    ids, times = _predicted(log)
-    unknown = sorted({lb.record_id for lb in labels if lb.record_id is not None} - ids)
+    """Refuse labels that name no prediction (listing which); nothing is written.
+
+    Checked against the predictions' ids, entities and times folded once into Arrow
+    (:func:`~eventml.learning.views.predicted`, kept up to date beside an embedded log):
+    record ids by one hash lookup, entity windows by one DuckDB join.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from eventml.learning.views import connect, predicted  # views imports this module
+
+    seen = predicted(log)
+    ids = pa.array(sorted({lb.record_id for lb in labels if lb.record_id is not None}), pa.string())
+    unknown = ids.filter(pc.invert(pc.is_in(ids, value_set=seen["record_id"]))).to_pylist()
     if unknown:
         shown = ", ".join(unknown[:10]) + (
             f" … ({len(unknown)} in all)" if len(unknown) > 10 else ""
@@ -252,7 +239,7 @@ def check_labels(log: Log, labels: Sequence[ev.Label]) -> None:
         raise InputError(
             f"expected labels for predicted records, got {len(unknown)} unknown record id(s): {shown}"
         )
-    empty: list[str] = []
+    windows: list[tuple[str, str, datetime, datetime]] = []
     for lb in labels:
         if lb.record_id is not None:
             continue
@@ -267,9 +254,35 @@ def check_labels(log: Log, labels: Sequence[ev.Label]) -> None:
                     "a label with record_id, or endpoint, key and a window", ev.to_builtins(lb)
                 )
             )
-        start, end = lb.window_start, lb.window_end
-        if not any(start <= t <= end for t in times.get((lb.endpoint, lb.key), ())):
-            empty.append(f"{lb.endpoint}/{lb.key} [{start.isoformat()}, {end.isoformat()}]")
+        windows.append((lb.endpoint, lb.key, lb.window_start, lb.window_end))
+    if not windows:
+        return
+    stamp = pa.timestamp("us", tz="UTC")
+    asked = pa.table(
+        {
+            "i": pa.array(range(len(windows)), pa.int64()),
+            "endpoint": pa.array([w[0] for w in windows], pa.string()),
+            "key": pa.array([w[1] for w in windows], pa.string()),
+            "start": pa.array([w[2] for w in windows], stamp),
+            "end": pa.array([w[3] for w in windows], stamp),
+        }
+    )
+    con = connect()
+    try:
+        con.register("asked", asked)
+        con.register("seen", seen)
+        found = con.sql(
+            """SELECT i FROM asked a WHERE NOT EXISTS (
+                   SELECT 1 FROM seen s WHERE s.endpoint = a.endpoint AND s.key = a.key
+                   AND s.ts BETWEEN a.start AND a.end)
+               ORDER BY i"""
+        ).fetchall()
+    finally:
+        con.close()
+    empty = [
+        f"{windows[i][0]}/{windows[i][1]} [{windows[i][2].isoformat()}, {windows[i][3].isoformat()}]"
+        for (i,) in found
+    ]
     if empty:
         shown = "; ".join(empty[:10]) + (f" … ({len(empty)} in all)" if len(empty) > 10 else "")
         raise InputError(

@@ -555,6 +555,41 @@ def _fold_labels(batches: Iterator[Batch]) -> pa.Table:
     )
 
 
+class _Seen(msgspec.Struct, frozen=True, tag="Prediction", gc=False):
+    """The fields of a prediction a label is checked against (the rest is skipped)."""
+
+    record_id: str
+    endpoint: str
+    ts: ev.UtcTime
+    key: str | None = None
+
+
+_read_seen = msgspec.msgpack.Decoder(list[_Seen]).decode
+_SEEN_FIELDS = ("record_id", "endpoint", "key", "ts")
+
+
+def predicted(log: Log) -> pa.Table:
+    """``record_id``, ``endpoint``, ``key`` and ``ts`` of every prediction on the log (what
+    a label is checked against), kept and brought up to date like the views' folds."""
+    store = _Store(log, PREDICTIONS, "predicted")
+    ends = _ends(log, PREDICTIONS)
+    cols: dict[str, list[Any]] = {name: [] for name in _SEEN_FIELDS}
+    for batch in _batches(log, PREDICTIONS, store.ends, ends):
+        _columns(_read_seen(_msgpack_array(batch.values)), _SEEN_FIELDS, cols)
+    new = pa.table(
+        {
+            "record_id": pa.array(cols["record_id"], pa.string()),
+            "endpoint": pa.array(cols["endpoint"], pa.string()),
+            "key": pa.array(cols["key"], pa.string()),
+            "ts": pa.array(cols["ts"], _TS),
+        }
+    )
+    table = new if store.table is None else pa.concat_tables([store.table, new])
+    if new.num_rows or store.table is None:
+        store.keep(table, new if store.table is not None else None, {}, ends)
+    return table
+
+
 def connect() -> Any:
     """A DuckDB connection that never installs or loads extensions (no network)."""
     import duckdb
