@@ -54,6 +54,7 @@ bench: $(VENV)/.test
 	$(BIN)/python -m bench.rendezvous
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.view
+	$(BIN)/python -m bench.labels
 	$(BIN)/python -m bench.kafka
 	$(BIN)/python -m bench.http
 
