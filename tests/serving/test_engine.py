@@ -134,6 +134,34 @@ def test_a_commit_that_fails_while_catching_up_loses_and_repeats_nothing(
     assert_values([p.output for p in preds], reference("winequalityLinearRegression"))
 
 
+def test_a_batch_left_to_commit_never_waits_for_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1599 records in 3 full batches of 533: each is committed during the next step, whose
+    # poll takes only what is there; the fourth poll finds nothing and the third batch is
+    # committed at once, before the step returns (not after waiting batch_ms for records)
+    with open_log(str(tmp_path), Settings(batch_max=533, batch_ms=500)) as log:
+        push_model(log, LR, "wine-lr")
+        deploy(log, "wine", "wine-lr")
+        send_file(log, WINE_CSV, WINE_OPTS)
+        engine = Engine(log, log.settings)
+        real = engine.consumer.poll
+        polls: list[tuple[float, int, int]] = []  # timeout, records read, predictions before
+
+        def poll(limit: int, timeout: float) -> Any:
+            before = sum(len(b.values) for b in log.read_all("predictions"))
+            batches = real(limit, timeout)
+            polls.append((timeout, sum(len(b.values) for b in batches), before))
+            return batches
+
+        monkeypatch.setattr(engine.consumer, "poll", poll)
+        assert engine.run(until_idle=True) == 1599
+        assert sum(len(b.values) for b in log.read_all("predictions")) == 1599
+        assert log.committed("engine", "records") == {0: 1599}
+        engine.close()
+    assert polls == [(0.5, 533, 0), (0.0, 533, 0), (0.0, 533, 533), (0.0, 0, 1066)]
+
+
 def test_stats_command_counts_usage(tmp_path: Path) -> None:
     with open_log(str(tmp_path), Settings()) as log:
         push_model(log, LR, "wine-lr")
