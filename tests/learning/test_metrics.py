@@ -16,3 +16,12 @@ def test_calibration_bins_hold_their_rows_means_and_counts() -> None:
     assert [b["observed"] for b in table] == [0.0, 1.0, 1.0, 0.5]
     # rows-weighted |observed - predicted|: (0.05 + 2 * 0.865 + 0.5 + 2 * 0.475) / 6
     assert ece(y, p) == pytest.approx(3.23 / 6, abs=1e-15)
+
+
+def test_calibration_leaves_out_probabilities_that_are_not_finite() -> None:
+    y = [1, 0, 1, 0]
+    p = [0.95, float("nan"), -0.05, float("inf")]  # -0.05 is within bin 0, as its bin rounds
+    assert calibration(y, p) == [
+        {"bin": 0, "predicted": -0.05, "observed": 1.0, "rows": 1},
+        {"bin": 9, "predicted": 0.95, "observed": 1.0, "rows": 1},
+    ]

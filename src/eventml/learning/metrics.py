@@ -49,7 +49,12 @@ def calibration(y: Any, p: Any, bins: int = 10) -> list[dict[str, float]]:
     """Equal-width probability bins: mean predicted, observed positive rate, row count."""
     yt = np.asarray(y, dtype=np.float64)
     pp = np.asarray(p, dtype=np.float64)
+    # a probability that is not finite falls in no bin (nor does one below 0 by a bin)
+    finite = np.isfinite(pp)
+    yt, pp = yt[finite], pp[finite]
     idx = np.minimum((pp * bins).astype(np.int64), bins - 1)
+    inside = idx >= 0
+    yt, pp, idx = yt[inside], pp[inside], idx[inside]
     # one pass each for counts and sums, not a mask per bin
     counts = np.bincount(idx, minlength=bins)
     predicted = np.bincount(idx, weights=pp, minlength=bins)

@@ -25,7 +25,7 @@ served). ``segments`` repeats the metrics per served model version and, with
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,6 +42,7 @@ from eventml.learning.views import (
     FEATURE_PREFIX,
     SERVED_PROBA,
     PredictionFold,
+    View,
     ViewSpec,
     replay_view,
 )
@@ -124,76 +125,95 @@ def replay(
     d = registry.resolve(ref)
     name = f"{d.name}:{d.version}"
     spec = ViewSpec(endpoint=endpoint, since=since, until=until, labelled=False, validation=0)
-    model = load_model(registry.descriptor_with_payload(log, d.name, d.version))
-    try:
-        table, scored = _scored_view(log, spec, model, name, segment_by, progress)
-    finally:
-        model.close()
+    preds = PredictionFold(log, endpoint, keep=False)
+    with ThreadPoolExecutor(2, thread_name_prefix="eventml-replay") as pool:
+        kept = pool.submit(preds.keep)
+        table, scored = _scored_view(
+            log, spec, preds, lambda: registry.descriptor_with_payload(log, d.name, d.version),
+            name, segment_by, progress, pool,
+        )  # fmt: skip
+        kept.result()
     return compare(scored, table, name, endpoint, segment_by=segment_by, tolerance=tolerance)
 
 
 def _scored_view(
     log: Log,
     spec: ViewSpec,
-    model: LoadedModel,
+    preds: PredictionFold,
+    descriptor: Callable[[], Any],
     name: str,
     segment_by: str | None,
     progress: Callable[[int, int], None] | None,
+    pool: ThreadPoolExecutor,
 ) -> tuple[pa.Table, Scored]:
     """The replay view's table and the candidate's answers for its rows.
 
     Scoring is most of a replay and onnxruntime holds no lock while it computes, so when
-    the candidate reads the fold's float columns (:func:`scores_columns`) it scores the
-    fold's rows in the time window on a worker thread while this one joins the labels and
-    builds the view, and another stores the fold; the answers are then put in view order.
-    The same rows and numbers as scoring the view's table (the view holds each of those
-    rows once), with the other work off the critical path.
+    the view's rows are the fold's rows in the time window and the candidate reads the
+    fold's float columns (:func:`scores_columns`: an ONNX model with one wide input, and
+    every feature map of the endpoint all floats), it scores those rows on a worker
+    thread while this one joins the labels and builds the view; the answers are then put
+    in view order. Each row is scored from the same feature values either way (the rows
+    are batched in another order, so a model whose arithmetic depends on the batch may
+    differ in the last bit). Errors come in the order they would without the worker.
     """
-    preds = PredictionFold(log, spec.endpoint, keep=False)
-    rows = preds.window(spec) if preds.floats is not None and scores_columns(model) else None
-    with ThreadPoolExecutor(2, thread_name_prefix="eventml-replay") as pool:
-        kept = pool.submit(preds.keep)
-        ahead = None
-        if rows is not None and len(rows):
+    rows = preds.window(spec) if preds.floats is not None else None
+    if rows is None or not len(rows):  # a view other filters narrow, or none to score
+        view = replay_view(log, spec, preds=preds)
+        _check_segment(segment_by, view.features)
+        model = load_model(descriptor())
+        try:
+            return view.table, _score_view(model, view, name, progress)
+        finally:
+            model.close()
+    _check_segment(segment_by, preds.floats or [])
+    model = load_model(descriptor())
+    ahead: Future[Scored] | None = None
+    try:
+        if scores_columns(model):
             try:
                 cols = feature_columns(model, preds.table, name)
             except InputError:
-                cols = None  # said in the view's order below, as without the worker
+                cols = None  # said by the view's own scoring below, as without the worker
             if cols is not None:
                 feats = preds.table.select(cols)
                 feats = feats if len(rows) == feats.num_rows else feats.take(rows)
                 n = len(rows)
-                ahead = pool.submit(
-                    score,
-                    model,
-                    feats,
-                    name,
-                    (lambda done: progress(done, n)) if progress else None,
-                )
+                report = (lambda done: progress(done, n)) if progress else None
+                ahead = pool.submit(score, model, feats, name, report)
         view = replay_view(log, spec, preds=preds)
-        table = view.table
-        if segment_by is not None and FEATURE_PREFIX + segment_by not in table.column_names:
-            raise InputError(
-                f"expected --segment-by one of the features {view.features}, got {segment_by!r}"
-            )
-        if ahead is not None and rows is not None and view.positions is not None:
-            at = np.full(preds.table.num_rows, -1, dtype=np.int64)
-            at[rows] = np.arange(len(rows))
-            picked = at[view.positions.to_numpy()]
-            if len(picked) != len(rows) or (picked < 0).any():
-                raise RuntimeError("replay: the view's rows are not the fold's time window")
-            scored = ahead.result().take(picked)
-        else:
-            n = table.num_rows
-            scored = score(
-                model,
-                table,
-                name,
-                (lambda done: progress(done, n)) if progress else None,
-                rows=view.feature_bytes,
-            )
-        kept.result()
-    return table, scored
+        if ahead is None or view.positions is None:
+            return view.table, _score_view(model, view, name, progress)
+        at = np.full(preds.table.num_rows, -1, dtype=np.int64)
+        at[rows] = np.arange(len(rows))
+        picked = at[view.positions.to_numpy()]
+        if len(picked) != len(rows) or (picked < 0).any():
+            raise AssertionError("unreachable: the view's rows are the fold's time window")
+        return view.table, ahead.result().take(picked)
+    finally:
+        if ahead is not None:
+            wait([ahead])  # the model is closed only once it is done
+        model.close()
+
+
+def _check_segment(segment_by: str | None, features: list[str]) -> None:
+    if segment_by is not None and segment_by not in features:
+        raise InputError(
+            f"expected --segment-by one of the features {features}, got {segment_by!r}"
+        )
+
+
+def _score_view(
+    model: LoadedModel, view: View, name: str, progress: Callable[[int, int], None] | None
+) -> Scored:
+    n = view.rows
+    return score(
+        model,
+        view.table,
+        name,
+        (lambda done: progress(done, n)) if progress else None,
+        rows=view.feature_bytes,
+    )
 
 
 def compare(
