@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -367,10 +370,17 @@ def test_a_stored_fold_grows_by_segments_and_is_written_whole_every_eight(tmp_pa
     def files() -> list[int]:
         """How many files each stored fold has (labels, predicted, predictions): base and
         segments. ``predicted`` (what labels are checked against) grows as labels arrive."""
-        names = Counter(p.name.split("+")[0].removesuffix(".arrow") for p in folder.iterdir())
+        names = Counter(p.name.split("+")[0].removesuffix(".arrow") for p in folder.glob("*.arrow"))
         return [n for _, n in sorted(names.items())]
 
     assert files() == [1, 1, 1]
+    # what a killed writer left (a finished process's pid) and what a live one is writing
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    dead = folder / f"labels+0123456789abcdef.arrow.{gone}-1.tmp"
+    live = folder / f"labels+0123456789abcdef.arrow.{os.getpid()}-1.tmp"
+    dead.write_bytes(b"half")
+    live.write_bytes(b"half")
     for update in range(1, 10):
         more = [
             ev.Prediction(record_id=f"u{update}-{i}", endpoint="churn", key="k", ts=at(100 + i),
@@ -389,6 +399,8 @@ def test_a_stored_fold_grows_by_segments_and_is_written_whole_every_eight(tmp_pa
             assert files() == [5, 5, 4]
             build_view(log, spec)
             assert files() == [5, 5, 5]
+    assert (dead.exists(), live.exists()) == (False, True)  # the ninth update cleared up
+    live.unlink()
     warm = build_view(log, spec)  # read from the fold written whole from the chain
     cold = fresh(log, folder, spec)
     assert warm.table.equals(cold.table)

@@ -351,10 +351,26 @@ class _Store:
             if whole:
                 for old in self.folder.glob(f"{self.name}+*.arrow"):
                     old.unlink(missing_ok=True)
+                for left in self.folder.glob(f"{self.name}*.tmp"):
+                    if not _alive(left.name.rsplit(".", 2)[-2].partition("-")[0]):
+                        left.unlink(missing_ok=True)  # a killed process's unfinished file
         except (OSError, pa.ArrowException) as exc:  # a cache: the view itself is complete
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             LOGGER.warning("could not keep the fold in %s: %s", path, exc)
+
+
+def _alive(pid: str) -> bool:
+    """Whether the process ``pid`` (a temporary file's writer) may still be writing."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 class PredictionFold:
