@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +22,8 @@ from eventml.learning.views import ViewSpec, build_view, replay_view
 from eventml.log import Log, open_log
 from eventml.models.registry import Registry, load_model, push_model
 from tests.learning.helpers import BASE, churn_records, record_labels
+
+replay_module = importlib.import_module("eventml.learning.replay")  # the package exports replay()
 
 
 def shuffled_log(tmp_path: Path) -> Log:
@@ -50,9 +54,17 @@ def in_turn(log: Log, since: datetime, until: datetime) -> Replay:
 
 
 def test_answers_scored_ahead_in_log_order_land_on_their_rows_in_view_order(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = shuffled_log(tmp_path)
+    made: list[str] = []  # the served side of the comparison, made while the worker scores
+
+    class Served(replay_module._Served):
+        def __init__(self, *args: Any) -> None:
+            made.append(threading.current_thread().name)
+            super().__init__(*args)
+
+    monkeypatch.setattr(replay_module, "_Served", Served)
     since, until = BASE + timedelta(minutes=100), BASE + timedelta(minutes=700)
 
     threads: set[str] = set()
@@ -63,6 +75,7 @@ def test_answers_scored_ahead_in_log_order_land_on_their_rows_in_view_order(
         done.append((n, total))
 
     got = replay(log, "churn:1", "churn", since=since, until=until, progress=progress)
+    assert made == ["MainThread"]  # once: compare took it as it was
 
     view = replay_view(
         log, ViewSpec(endpoint="churn", since=since, until=until, labelled=False, validation=0)

@@ -128,12 +128,14 @@ def replay(
     preds = PredictionFold(log, endpoint, keep=False)
     with ThreadPoolExecutor(2, thread_name_prefix="eventml-replay") as pool:
         kept = pool.submit(preds.keep)
-        table, scored = _scored_view(
+        table, scored, served = _scored_view(
             log, spec, preds, lambda: registry.descriptor_with_payload(log, d.name, d.version),
             name, segment_by, progress, pool,
         )  # fmt: skip
         kept.result()
-    return compare(scored, table, name, endpoint, segment_by=segment_by, tolerance=tolerance)
+    return compare(
+        scored, table, name, endpoint, segment_by=segment_by, tolerance=tolerance, served=served
+    )
 
 
 def _scored_view(
@@ -145,15 +147,16 @@ def _scored_view(
     segment_by: str | None,
     progress: Callable[[int, int], None] | None,
     pool: ThreadPoolExecutor,
-) -> tuple[pa.Table, Scored]:
-    """The replay view's table and the candidate's answers for its rows.
+) -> tuple[pa.Table, Scored, _Served | None]:
+    """The replay view's table, the candidate's answers for its rows and, if computed
+    meanwhile, the served side of the comparison.
 
     Scoring is most of a replay and onnxruntime holds no lock while it computes, so when
     the view's rows are the fold's rows in the time window and the candidate reads the
     fold's float columns (:func:`scores_columns`: an ONNX model with one wide input, and
     every feature map of the endpoint all floats), it scores those rows on a worker
-    thread while this one joins the labels and builds the view; the answers are then put
-    in view order. Each row is scored from the same feature values either way (the rows
+    thread while this one joins the labels (DuckDB held to one thread), builds the view
+    and computes the served answers' figures; the answers are then put in view order. Each row is scored from the same feature values either way (the rows
     are batched in another order, so a model whose arithmetic depends on the batch may
     differ in the last bit). Errors come in the order they would without the worker.
     """
@@ -163,7 +166,7 @@ def _scored_view(
         _check_segment(segment_by, view.features)
         model = load_model(descriptor())
         try:
-            return view.table, _score_view(model, view, name, progress)
+            return view.table, _score_view(model, view, name, progress), None
         finally:
             model.close()
     _check_segment(segment_by, preds.floats or [])
@@ -181,15 +184,19 @@ def _scored_view(
                 n = len(rows)
                 report = (lambda done: progress(done, n)) if progress else None
                 ahead = pool.submit(score, model, feats, name, report)
-        view = replay_view(log, spec, preds=preds)
+        # the join on one core: onnxruntime is scoring on the other
+        view = replay_view(log, spec, preds=preds, threads=1 if ahead is not None else None)
         if ahead is None or view.positions is None:
-            return view.table, _score_view(model, view, name, progress)
+            return view.table, _score_view(model, view, name, progress), None
         at = np.full(preds.table.num_rows, -1, dtype=np.int64)
         at[rows] = np.arange(len(rows))
         picked = at[view.positions.to_numpy()]
         if len(picked) != len(rows) or (picked < 0).any():
             raise AssertionError("unreachable: the view's rows are the fold's time window")
-        return view.table, ahead.result().take(picked)
+        classes = sorted(model.classes)  # what the answers' classes will be (score())
+        positive = classes[-1] if model.kind == "classification" and classes else None
+        served = _Served(view.table, model.kind, positive, segment_by)
+        return view.table, ahead.result().take(picked), served
     finally:
         if ahead is not None:
             wait([ahead])  # the model is closed only once it is done
@@ -216,6 +223,85 @@ def _score_view(
     )
 
 
+class _Served:
+    """The side of a replay that needs only the view's table: what was served, the labels,
+    the rows each figure is computed on, and the served answers' figures on them.
+
+    Replay computes it while the candidate is still scoring; :func:`compare` adds the
+    candidate's side. ``kind`` and ``positive`` are the candidate's (see :func:`compare`).
+    """
+
+    def __init__(
+        self, table: pa.Table, kind: str, positive: str | None, segment_by: str | None
+    ) -> None:
+        self.kind, self.positive, self.segment_by = kind, positive, segment_by
+        self.scores = _served_scores(table, kind, positive)
+        self.labelled = ~np.asarray(
+            table["label"].is_null().to_numpy(zero_copy_only=False), dtype=bool
+        )
+        self.has = ~np.isnan(self.scores)
+        labelled, has = self.labelled, self.has
+        self.compared = labelled & has if (labelled & has).any() else labelled
+        self.y = (
+            np.asarray(table["label"].to_numpy(zero_copy_only=False), dtype=object)
+            if kind == "classification"
+            else _floats(table["label_value"])
+        )
+        self.labels = np.asarray(table["served_label"].to_numpy(zero_copy_only=False), dtype=object)
+        self.calibration: list[dict[str, float]] | None = None
+        both = self.compared & has
+        if kind == "classification" and both.any():
+            self.calibration = calibration(self.y[both] == positive, self.scores[both])
+        # (by, segment, its rows): per served version ("NAME:VERSION", "(none)" without a
+        # model, as dictionary codes: one pass), then per quartile of ``segment_by``
+        self.segments: list[tuple[str, str, np.ndarray]] = []
+        version = pc.cast(table["version"], pa.string())
+        served_by = pc.if_else(
+            pc.is_null(table["model"]),
+            "(none)",
+            pc.binary_join_element_wise(
+                table["model"], version, ":", null_handling="replace", null_replacement="None"
+            ),
+        ).combine_chunks()
+        coded = pc.dictionary_encode(served_by)
+        codes = np.asarray(coded.indices.to_numpy(zero_copy_only=False))
+        names = coded.dictionary.to_pylist()
+        for code in sorted(range(len(names)), key=names.__getitem__):
+            self.segments.append(("served", names[code], codes == code))
+        if segment_by is not None:
+            x = np.asarray(
+                table[FEATURE_PREFIX + segment_by].to_numpy(zero_copy_only=False), np.float64
+            )
+            edges = (
+                np.unique(np.nanquantile(x, [0.25, 0.5, 0.75]))
+                if np.isfinite(x).any()
+                else np.empty(0)
+            )
+            bins = np.searchsorted(edges, x, side="right")
+            bounds = [-np.inf, *edges.tolist(), np.inf]
+            for b in range(len(edges) + 1):
+                inside = (bins == b) & np.isfinite(x)
+                self.segments.append((segment_by, f"[{bounds[b]:g}, {bounds[b + 1]:g})", inside))
+        self._figures: list[tuple[np.ndarray, dict[str, float]]] = []
+        for mask in [self.compared, *(rows & labelled for _, _, rows in self.segments)]:
+            self.figures(mask)
+
+    def figures(self, mask: np.ndarray) -> dict[str, float]:
+        """The served answers' ``served_*`` figures on the rows of ``mask`` that have one."""
+        for seen, figures in self._figures:
+            if np.array_equal(seen, mask):
+                return figures
+        both = mask & self.has
+        figures = (
+            _metrics(self.kind, self.y[both], self.labels[both], self.scores[both],
+                     self.positive, "served_")
+            if both.any()
+            else {}
+        )  # fmt: skip
+        self._figures.append((mask, figures))
+        return figures
+
+
 def compare(
     scored: Scored,
     table: pa.Table,
@@ -224,21 +310,22 @@ def compare(
     *,
     segment_by: str | None = None,
     tolerance: float = 0.5,
+    served: _Served | None = None,
 ) -> Replay:
-    """The replay figures for a candidate's answers on a view table (see the module docstring)."""
+    """The replay figures for a candidate's answers on a view table (see the module docstring).
+
+    ``served``: the table's side, if computed already for this candidate's kind and class.
+    """
     kind = scored.kind
     positive = sorted(scored.classes)[-1] if kind == "classification" and scored.classes else None
+    if served is None or (served.kind, served.positive, served.segment_by) != (
+        kind,
+        positive,
+        segment_by,
+    ):
+        served = _Served(table, kind, positive, segment_by)
     cand = scored.positive(positive) if positive is not None else np.asarray(scored.values)
-    served = _served_scores(table, kind, positive)
-    labelled = ~np.asarray(table["label"].is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    has_served = ~np.isnan(served)
-    compared = labelled & has_served if (labelled & has_served).any() else labelled
-    y_all = (
-        np.asarray(table["label"].to_numpy(zero_copy_only=False), dtype=object)
-        if kind == "classification"
-        else _floats(table["label_value"])
-    )
-    served_labels = np.asarray(table["served_label"].to_numpy(zero_copy_only=False), dtype=object)
+    labelled, has_served, compared, y_all = served.labelled, served.has, served.compared, served.y
     cand_labels = scored.labels if scored.labels is not None else cand
 
     done: list[tuple[np.ndarray, dict[str, float]]] = []
@@ -249,11 +336,7 @@ def compare(
             if np.array_equal(seen, mask):
                 return dict(figures)
         m = _metrics(kind, y_all[mask], cand_labels[mask], cand[mask], positive)
-        both = mask & has_served
-        if both.any():
-            m.update(
-                _metrics(kind, y_all[both], served_labels[both], served[both], positive, "served_")
-            )
+        m.update(served.figures(mask))
         done.append((mask, dict(m)))
         return m
 
@@ -267,52 +350,24 @@ def compare(
     )
     if has_served.any():
         if kind == "classification":
-            agree = cand_labels[has_served] == served_labels[has_served]
+            agree = cand_labels[has_served] == served.labels[has_served]
         else:
-            agree = np.abs(cand[has_served] - served[has_served]) <= tolerance
+            agree = np.abs(cand[has_served] - served.scores[has_served]) <= tolerance
         metrics["agreement"] = float(np.mean(agree))
-        metrics["psi"] = psi(served[has_served], cand[has_served])
+        metrics["psi"] = psi(served.scores[has_served], cand[has_served])
     calib: dict[str, list[dict[str, float]]] = {}
     if kind == "classification" and compared.any():
-        yt = y_all[compared] == positive
-        calib["candidate"] = calibration(yt, cand[compared])
-        if (compared & has_served).any():
-            both = compared & has_served
-            calib["served"] = calibration(y_all[both] == positive, served[both])
+        calib["candidate"] = calibration(y_all[compared] == positive, cand[compared])
+        if served.calibration is not None:
+            calib["served"] = served.calibration
     segments: list[dict[str, Any]] = []
-    # "NAME:VERSION" per row ("(none)" without a model), as dictionary codes: one pass
-    version = pc.cast(table["version"], pa.string())
-    served_by = pc.if_else(
-        pc.is_null(table["model"]),
-        "(none)",
-        pc.binary_join_element_wise(
-            table["model"], version, ":", null_handling="replace", null_replacement="None"
-        ),
-    ).combine_chunks()
-    coded = pc.dictionary_encode(served_by)
-    codes = np.asarray(coded.indices.to_numpy(zero_copy_only=False))
-    names = coded.dictionary.to_pylist()
-    for code in sorted(range(len(names)), key=names.__getitem__):
-        rows = codes == code
+    for by, segment, rows in served.segments:
         mask = rows & labelled
-        segments.append({"by": "served", "segment": names[code], "rows": int(rows.sum()),
+        segments.append({"by": by, "segment": segment, "rows": int(rows.sum()),
                          "labelled": int(mask.sum()), **block(mask)})  # fmt: skip
-    if segment_by is not None:
-        x = np.asarray(
-            table[FEATURE_PREFIX + segment_by].to_numpy(zero_copy_only=False), np.float64
-        )
-        edges = (
-            np.unique(np.nanquantile(x, [0.25, 0.5, 0.75])) if np.isfinite(x).any() else np.empty(0)
-        )
-        bins = np.searchsorted(edges, x, side="right")
-        bounds = [-np.inf, *edges.tolist(), np.inf]
-        for b in range(len(edges) + 1):
-            inside = (bins == b) & np.isfinite(x)
-            mask = inside & labelled
-            segments.append({"by": segment_by, "segment": f"[{bounds[b]:g}, {bounds[b + 1]:g})",
-                             "rows": int(inside.sum()), "labelled": int(mask.sum()), **block(mask)})  # fmt: skip
     return Replay(
         candidate=candidate, endpoint=endpoint, kind=kind, positive=positive, metrics=metrics,
-        calibration=calib, segments=segments, candidate_scores=cand[has_served] if has_served.any() else cand,
-        served_scores=served[has_served],
+        calibration=calib, segments=segments,
+        candidate_scores=cand[has_served] if has_served.any() else cand,
+        served_scores=served.scores[has_served],
     )  # fmt: skip

@@ -611,16 +611,23 @@ def predicted(log: Log) -> pa.Table:
     return table
 
 
-def connect() -> Any:
-    """A DuckDB connection that never installs or loads extensions (no network)."""
+def connect(threads: int | None = None) -> Any:
+    """A DuckDB connection that never installs or loads extensions (no network);
+    ``threads`` caps its worker threads (default: one per core)."""
     import duckdb
 
-    return duckdb.connect(
-        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-    )
+    config: dict[str, Any] = {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+    }
+    if threads is not None:
+        config["threads"] = threads
+    return duckdb.connect(config=config)
 
 
-def _select(preds: pa.Table, labels: pa.Table, spec: ViewSpec) -> pa.Table:
+def _select(
+    preds: pa.Table, labels: pa.Table, spec: ViewSpec, threads: int | None = None
+) -> pa.Table:
     """``pos`` (prediction) and ``seq`` (its latest label, or null) of the view's rows, in order."""
     where = ["TRUE"]
     params: list[Any] = []
@@ -682,7 +689,7 @@ def _select(preds: pa.Table, labels: pa.Table, spec: ViewSpec) -> pa.Table:
         raise InputError("expected --sample FRACTION with --stratify, got no --sample")
     else:
         sql += f"SELECT pos, seq FROM joined {order}"
-    con = connect()
+    con = connect(threads)
     try:
         con.register("preds", preds.select(_SELECTED))
         con.register("labels", labels)
@@ -842,11 +849,12 @@ class _Picked:
         spec: ViewSpec,
         progress: Callable[[int], None] | None,
         preds: PredictionFold | None = None,
+        threads: int | None = None,
     ) -> None:
         if preds is None:
             preds = PredictionFold(log, spec.endpoint, progress)
         labels = _labels(log)
-        chosen = _select(preds.table, labels, spec)
+        chosen = _select(preds.table, labels, spec, threads)
         if chosen.num_rows == 0:
             what = "labelled predictions" if spec.labelled else "predictions"
             raise InputError(
@@ -928,15 +936,17 @@ def replay_view(
     spec: ViewSpec,
     progress: Callable[[int], None] | None = None,
     preds: PredictionFold | None = None,
+    threads: int | None = None,
 ) -> View:
     """The rows and columns of :func:`build_view` that replay reads, folded the same way.
 
     No ``output`` and ``features`` JSON text (the features ride as ``feature_bytes``), so
     no content hash; the served probabilities are float columns ``served_proba.CLASS``
     (null where the served answer has no such class) instead of text to decode again.
-    ``preds``: the endpoint's fold, if the caller folded it already.
+    ``preds``: the endpoint's fold, if the caller folded it already; ``threads``: DuckDB's
+    for the label join (replay scores on another core meanwhile).
     """
-    picked = _Picked(log, spec, progress, preds)
+    picked = _Picked(log, spec, progress, preds, threads)
     served = [c for c in picked.base.column_names if c.startswith(SERVED_PROBA)]
     return picked.view(spec, picked.columns(served, {}), picked.features())
 
