@@ -59,12 +59,13 @@ def test_answers_scored_ahead_in_log_order_land_on_their_rows_in_view_order(
     log = shuffled_log(tmp_path)
     made: list[str] = []  # the served side of the comparison, made while the worker scores
 
-    class Served(replay_module._Served):
-        def __init__(self, *args: Any) -> None:
-            made.append(threading.current_thread().name)
-            super().__init__(*args)
+    real = replay_module._Served
 
-    monkeypatch.setattr(replay_module, "_Served", Served)
+    def served(*args: Any) -> Any:
+        made.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(replay_module, "_Served", served)
     since, until = BASE + timedelta(minutes=100), BASE + timedelta(minutes=700)
 
     threads: set[str] = set()
