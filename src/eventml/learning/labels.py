@@ -227,7 +227,7 @@ def check_labels(log: Log, labels: Sequence[ev.Label]) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from eventml.learning.views import connect, predicted  # views imports this module
+    from eventml.learning.views import TIMESTAMP, connect, predicted  # views imports this
 
     seen = predicted(log)
     ids = pa.array(sorted({lb.record_id for lb in labels if lb.record_id is not None}), pa.string())
@@ -257,14 +257,13 @@ def check_labels(log: Log, labels: Sequence[ev.Label]) -> None:
         windows.append((lb.endpoint, lb.key, lb.window_start, lb.window_end))
     if not windows:
         return
-    stamp = pa.timestamp("us", tz="UTC")
     asked = pa.table(
         {
             "i": pa.array(range(len(windows)), pa.int64()),
             "endpoint": pa.array([w[0] for w in windows], pa.string()),
             "key": pa.array([w[1] for w in windows], pa.string()),
-            "start": pa.array([w[2] for w in windows], stamp),
-            "end": pa.array([w[3] for w in windows], stamp),
+            "start": pa.array([w[2] for w in windows], TIMESTAMP),
+            "end": pa.array([w[3] for w in windows], TIMESTAMP),
         }
     )
     con = connect()
@@ -279,10 +278,10 @@ def check_labels(log: Log, labels: Sequence[ev.Label]) -> None:
         ).fetchall()
     finally:
         con.close()
-    empty = [
-        f"{windows[i][0]}/{windows[i][1]} [{windows[i][2].isoformat()}, {windows[i][3].isoformat()}]"
-        for (i,) in found
-    ]
+    empty = []
+    for (i,) in found:
+        endpoint, key, start, end = windows[i]
+        empty.append(f"{endpoint}/{key} [{start.isoformat()}, {end.isoformat()}]")
     if empty:
         shown = "; ".join(empty[:10]) + (f" … ({len(empty)} in all)" if len(empty) > 10 else "")
         raise InputError(

@@ -24,7 +24,7 @@ served). ``segments`` repeats the metrics per served model version and, with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -156,24 +156,22 @@ def _scored_view(
     fold's float columns (:func:`scores_columns`: an ONNX model with one wide input, and
     every feature map of the endpoint all floats), it scores those rows on a worker
     thread while this one joins the labels (DuckDB held to one thread), builds the view
-    and computes the served answers' figures; the answers are then put in view order. Each row is scored from the same feature values either way (the rows
-    are batched in another order, so a model whose arithmetic depends on the batch may
-    differ in the last bit). Errors come in the order they would without the worker.
+    and computes the served answers' figures; the answers are then put in view order.
+    Each row is scored from the same feature values either way (the rows are batched in
+    another order, so a model whose arithmetic depends on the batch may differ in the
+    last bit). Errors come in the order they would without the worker.
     """
     rows = preds.window(spec) if preds.floats is not None else None
+    view: View | None = None
     if rows is None or not len(rows):  # a view other filters narrow, or none to score
-        view = replay_view(log, spec, preds=preds)
+        view = replay_view(log, spec, preds=preds)  # its own errors come first
         _check_segment(segment_by, view.features)
-        model = load_model(descriptor())
-        try:
-            return view.table, _score_view(model, view, name, progress), None
-        finally:
-            model.close()
-    _check_segment(segment_by, preds.floats or [])
+    else:
+        _check_segment(segment_by, preds.floats or [])
     model = load_model(descriptor())
     ahead: Future[Scored] | None = None
     try:
-        if scores_columns(model):
+        if view is None and rows is not None and scores_columns(model):
             try:
                 cols = feature_columns(model, preds.table, name)
             except InputError:
@@ -184,23 +182,26 @@ def _scored_view(
                 n = len(rows)
                 report = (lambda done: progress(done, n)) if progress else None
                 ahead = pool.submit(score, model, feats, name, report)
-        # the join on one core: onnxruntime is scoring on the other
-        view = replay_view(log, spec, preds=preds, threads=1 if ahead is not None else None)
-        if ahead is None or view.positions is None:
+        if view is None:  # the join on one core while onnxruntime scores on the other
+            view = replay_view(log, spec, preds=preds, threads=1 if ahead is not None else None)
+        if ahead is None or rows is None or view.positions is None:
             return view.table, _score_view(model, view, name, progress), None
         at = np.full(preds.table.num_rows, -1, dtype=np.int64)
         at[rows] = np.arange(len(rows))
         picked = at[view.positions.to_numpy()]
         if len(picked) != len(rows) or (picked < 0).any():
             raise AssertionError("unreachable: the view's rows are the fold's time window")
-        classes = sorted(model.classes)  # what the answers' classes will be (score())
-        positive = classes[-1] if model.kind == "classification" and classes else None
-        served = _Served(view.table, model.kind, positive, segment_by)
+        served = _Served(view.table, model.kind, _positive(model.kind, model.classes), segment_by)
         return view.table, ahead.result().take(picked), served
     finally:
         if ahead is not None:
             wait([ahead])  # the model is closed only once it is done
         model.close()
+
+
+def _positive(kind: str, classes: Sequence[str]) -> str | None:
+    """The class whose probability the figures read: the last in sorted order."""
+    return sorted(classes)[-1] if kind == "classification" and classes else None
 
 
 def _check_segment(segment_by: str | None, features: list[str]) -> None:
@@ -282,24 +283,25 @@ class _Served:
             for b in range(len(edges) + 1):
                 inside = (bins == b) & np.isfinite(x)
                 self.segments.append((segment_by, f"[{bounds[b]:g}, {bounds[b + 1]:g})", inside))
-        self._figures: list[tuple[np.ndarray, dict[str, float]]] = []
+        # the rows of each figure (compared, then each segment's labelled rows), each
+        # distinct set once: a segment often holds exactly the compared rows
+        self.masks: list[np.ndarray] = []
+        self.mask_of: list[int] = []
         for mask in [self.compared, *(rows & labelled for _, _, rows in self.segments)]:
-            self.figures(mask)
+            same = [j for j, m in enumerate(self.masks) if np.array_equal(m, mask)]
+            self.mask_of.append(same[0] if same else len(self.masks))
+            if not same:
+                self.masks.append(mask)
+        self.figures = [self._figures(mask) for mask in self.masks]
 
-    def figures(self, mask: np.ndarray) -> dict[str, float]:
+    def _figures(self, mask: np.ndarray) -> dict[str, float]:
         """The served answers' ``served_*`` figures on the rows of ``mask`` that have one."""
-        for seen, figures in self._figures:
-            if np.array_equal(seen, mask):
-                return figures
         both = mask & self.has
-        figures = (
-            _metrics(self.kind, self.y[both], self.labels[both], self.scores[both],
-                     self.positive, "served_")
-            if both.any()
-            else {}
-        )  # fmt: skip
-        self._figures.append((mask, figures))
-        return figures
+        if not both.any():
+            return {}
+        return _metrics(
+            self.kind, self.y[both], self.labels[both], self.scores[both], self.positive, "served_"
+        )
 
 
 def compare(
@@ -317,7 +319,7 @@ def compare(
     ``served``: the table's side, if computed already for this candidate's kind and class.
     """
     kind = scored.kind
-    positive = sorted(scored.classes)[-1] if kind == "classification" and scored.classes else None
+    positive = _positive(kind, scored.classes)
     if served is None or (served.kind, served.positive, served.segment_by) != (
         kind,
         positive,
@@ -327,20 +329,12 @@ def compare(
     cand = scored.positive(positive) if positive is not None else np.asarray(scored.values)
     labelled, has_served, compared, y_all = served.labelled, served.has, served.compared, served.y
     cand_labels = scored.labels if scored.labels is not None else cand
-
-    done: list[tuple[np.ndarray, dict[str, float]]] = []
-
-    def block(mask: np.ndarray) -> dict[str, float]:
-        # a segment often holds exactly the compared rows (one served version): same figures
-        for seen, figures in done:
-            if np.array_equal(seen, mask):
-                return dict(figures)
-        m = _metrics(kind, y_all[mask], cand_labels[mask], cand[mask], positive)
-        m.update(served.figures(mask))
-        done.append((mask, dict(m)))
-        return m
-
-    metrics = block(compared)
+    # each figure set: the candidate's, then the served answers' on the same rows
+    blocks = [
+        {**_metrics(kind, y_all[mask], cand_labels[mask], cand[mask], positive), **figures}
+        for mask, figures in zip(served.masks, served.figures, strict=True)
+    ]
+    metrics = dict(blocks[served.mask_of[0]])
     metrics.update(
         {
             "rows": float(len(cand)),
@@ -361,10 +355,9 @@ def compare(
         if served.calibration is not None:
             calib["served"] = served.calibration
     segments: list[dict[str, Any]] = []
-    for by, segment, rows in served.segments:
-        mask = rows & labelled
+    for (by, segment, rows), j in zip(served.segments, served.mask_of[1:], strict=True):
         segments.append({"by": by, "segment": segment, "rows": int(rows.sum()),
-                         "labelled": int(mask.sum()), **block(mask)})  # fmt: skip
+                         "labelled": int(served.masks[j].sum()), **blocks[j]})  # fmt: skip
     return Replay(
         candidate=candidate, endpoint=endpoint, kind=kind, positive=positive, metrics=metrics,
         calibration=calib, segments=segments,

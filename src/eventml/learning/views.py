@@ -31,10 +31,10 @@ Stored folds (a materialized view, kept up to date): with the embedded log, the 
 events (one row per prediction of an endpoint, one per label, and the ids, entities and
 times of every prediction that labels are checked against) are kept as Arrow IPC files
 in ``<log file>.views/`` with the end offsets they cover, and the next view only decodes
-the events appended since and stores them as one more segment (:class:`_Store`). They hold decoded events, never joined rows:
-every view joins the labels again, so a newer label always changes its rows. Deleting the
-folder is always safe (the next view folds the log from the start); other logs fold from
-the start every time.
+the events appended since and stores them as one more segment (:class:`_Store`). They
+hold decoded events, never joined rows: every view joins the labels again, so a newer
+label always changes its rows. Deleting the folder is always safe (the next view folds
+the log from the start); other logs fold from the start every time.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ HASHED = (
     "record_id", "endpoint", "key", "ts", "status", "model", "version", "output", "features",
     "label_json", "label_ts", "split",
 )  # fmt: skip
-_TS = pa.timestamp("us", tz="UTC")
+TIMESTAMP = pa.timestamp("us", tz="UTC")  # every time column of views and folds
 _SELECTED = (
     "pos",
     "part",
@@ -253,9 +253,9 @@ class _Store:
     ended to its own ends and named by where it starts (``NAME+DIGEST.arrow``), so the
     next one is found from the previous one's ends. An update writes one segment with the
     new events; the update after :data:`_SEGMENTS` segments writes the whole fold as the
-    base again and removes the segments. Rewriting the whole fold each time would cost its write, and
-    the process holding the replaced file mapped would pay for the kernel dropping its
-    pages when it lets go (0.1 s for 70 MB here).
+    base again and removes the segments. Rewriting the whole fold each time would cost its
+    write, and the process holding the replaced file mapped would pay for the kernel
+    dropping its pages when it lets go (0.1 s for 70 MB here).
 
     A file is used only when the log still holds, at the last offset it covers in each
     partition, the very bytes it folded (a sha256), so a log replaced by another at the
@@ -322,6 +322,17 @@ class _Store:
             if end and _mark(self.log.read(self.topic, partition, end - 1, end).values[0]) != mark:
                 return None
         return table.replace_schema_metadata(None), meta
+
+    def update(self, fold: Callable[[Iterator[Batch]], pa.Table]) -> pa.Table:
+        """The stored table with ``fold`` of the events appended since, kept; ``ends`` are
+        then the offsets it covers."""
+        ends = _ends(self.log, self.topic)
+        new = fold(_batches(self.log, self.topic, self.ends, ends))
+        table = new if self.table is None else pa.concat_tables([self.table, new])
+        if new.num_rows or self.table is None:
+            self.keep(table, new if self.table is not None else None, {}, ends)
+        self.ends = ends
+        return table
 
     def keep(
         self, table: pa.Table, new: pa.Table | None, meta: dict[str, Any], ends: list[int]
@@ -438,13 +449,15 @@ class PredictionFold:
             return None
         if any(t is not None and t.tzinfo is None for t in (spec.since, spec.until)):
             return None  # DuckDB reads a naive time in its session's zone: leave it the view
-        keep = np.ones(self.table.num_rows, dtype=bool)
+        inside = np.ones(self.table.num_rows, dtype=bool)
         ts = self.table["ts"]
         if spec.since is not None:
-            keep &= pc.greater_equal(ts, pa.scalar(spec.since, _TS)).to_numpy(zero_copy_only=False)
+            inside &= pc.greater_equal(ts, pa.scalar(spec.since, TIMESTAMP)).to_numpy(
+                zero_copy_only=False
+            )
         if spec.until is not None:
-            keep &= pc.less(ts, pa.scalar(spec.until, _TS)).to_numpy(zero_copy_only=False)
-        return np.flatnonzero(keep)
+            inside &= pc.less(ts, pa.scalar(spec.until, TIMESTAMP)).to_numpy(zero_copy_only=False)
+        return np.flatnonzero(inside)
 
 
 def _binary(raws: Sequence[msgspec.Raw]) -> pa.Array:
@@ -458,7 +471,8 @@ def _binary(raws: Sequence[msgspec.Raw]) -> pa.Array:
 def _fold_predictions(
     batches: Iterator[Batch], endpoint: str, progress: Callable[[int], None] | None
 ) -> tuple[pa.Table, list[str] | None]:
-    """The :class:`PredictionFold` rows of the predictions in ``batches`` and the float feature names."""
+    """The :class:`PredictionFold` rows of the predictions in ``batches`` and the names of
+    the float features."""
     cols: dict[str, list[Any]] = {name: [] for name in _PRED_FIELDS}
     parts: list[int] = []
     offsets: list[int] = []
@@ -485,7 +499,7 @@ def _fold_predictions(
         "record_id": pa.array(record_id, pa.string()),
         "endpoint": pa.array(np.full(n, endpoint, dtype=object), pa.string()),
         "key": pa.array(key, pa.string()),
-        "ts": pa.array(ts, _TS),
+        "ts": pa.array(ts, TIMESTAMP),
         "status": pa.array(status, pa.string()),
         "model": pa.array(model, pa.string()),
         "version": pa.array(version, pa.int64()),
@@ -526,12 +540,8 @@ def _labels(log: Log) -> pa.Table:
     """Every label on the log, ``seq`` numbering them in their order of arrival (kept like
     :class:`PredictionFold`)."""
     store = _Store(log, LABELS, "labels")
-    ends = _ends(log, LABELS)
-    new = _fold_labels(_batches(log, LABELS, store.ends, ends))
-    table = new if store.table is None else pa.concat_tables([store.table, new])
-    if new.num_rows or store.table is None:
-        store.keep(table, new if store.table is not None else None, {}, ends)
-    if len(ends) > 1:  # several partitions: arrival order by (append time, partition, offset)
+    table = store.update(_fold_labels)
+    if len(store.ends) > 1:  # several partitions: arrival by (append time, partition, offset)
         table = table.sort_by([("stamp", "ascending"), ("part", "ascending"), ("off", "ascending")])
     return table.append_column("seq", pa.array(np.arange(table.num_rows)))
 
@@ -563,12 +573,12 @@ def _fold_labels(batches: Iterator[Batch]) -> pa.Table:
             "record_id": pa.array(record_id, pa.string()),
             "endpoint": pa.array(endpoint, pa.string()),
             "key": pa.array(key, pa.string()),
-            "window_start": pa.array(start, _TS),
-            "window_end": pa.array(end, _TS),
+            "window_start": pa.array(start, TIMESTAMP),
+            "window_end": pa.array(end, TIMESTAMP),
             "label": pa.array(label, pa.string()),
             "label_value": pa.array(number, pa.float64()),
             "label_json": pa.array(text, pa.string()),
-            "label_ts": pa.array(ts, _TS),
+            "label_ts": pa.array(ts, TIMESTAMP),
             "stamp": pa.array(stamps, pa.int64()),
             "part": pa.array(parts, pa.int64()),
             "off": pa.array(offsets, pa.int64()),
@@ -592,23 +602,21 @@ _SEEN_FIELDS = ("record_id", "endpoint", "key", "ts")
 def predicted(log: Log) -> pa.Table:
     """``record_id``, ``endpoint``, ``key`` and ``ts`` of every prediction on the log (what
     a label is checked against), kept and brought up to date like the views' folds."""
-    store = _Store(log, PREDICTIONS, "predicted")
-    ends = _ends(log, PREDICTIONS)
+    return _Store(log, PREDICTIONS, "predicted").update(_fold_seen)
+
+
+def _fold_seen(batches: Iterator[Batch]) -> pa.Table:
     cols: dict[str, list[Any]] = {name: [] for name in _SEEN_FIELDS}
-    for batch in _batches(log, PREDICTIONS, store.ends, ends):
+    for batch in batches:
         _columns(_read_seen(_msgpack_array(batch.values)), _SEEN_FIELDS, cols)
-    new = pa.table(
+    return pa.table(
         {
             "record_id": pa.array(cols["record_id"], pa.string()),
             "endpoint": pa.array(cols["endpoint"], pa.string()),
             "key": pa.array(cols["key"], pa.string()),
-            "ts": pa.array(cols["ts"], _TS),
+            "ts": pa.array(cols["ts"], TIMESTAMP),
         }
     )
-    table = new if store.table is None else pa.concat_tables([store.table, new])
-    if new.num_rows or store.table is None:
-        store.keep(table, new if store.table is not None else None, {}, ends)
-    return table
 
 
 def connect(threads: int | None = None) -> Any:
@@ -836,7 +844,7 @@ def _split(ts: pa.ChunkedArray, spec: ViewSpec) -> tuple[pa.ChunkedArray, dateti
         cutoff = ts[n - held].as_py() if held else None
     if cutoff is None:
         return pa.chunked_array([pa.array(np.full(n, "train", dtype=object), pa.string())]), None
-    held_out = pc.greater_equal(ts, pa.scalar(cutoff, _TS))
+    held_out = pc.greater_equal(ts, pa.scalar(cutoff, TIMESTAMP))
     return pc.if_else(held_out, "validation", "train"), cutoff
 
 
