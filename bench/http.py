@@ -13,8 +13,8 @@ dies at start and the server exits).
 Load: ``wrk`` (Debian package) posting Open Inference Protocol v2 JSON to
 ``/v2/models/churn/infer`` on each server, one FP32 tensor ``[1, 20]`` (single records,
 concurrency 1, 8 and 64) or ``[100, 20]`` (batches, concurrency 8), one connection per
-concurrent client, ``--seconds`` each, after a warm-up. Printed: requests/s, p99 latency,
-non-2xx answers. For eventml, the prediction events on its log are counted after the run
+concurrent client, ``--runs`` runs of ``--seconds`` each after a warm-up. Printed: the
+median requests/s and the median p99 latency of the runs, non-2xx answers. For eventml, the prediction events on its log are counted after the run
 (the server is stopped with SIGTERM, which flushes the writer): every answered row must
 be there. Both servers and ``wrk`` share the machine's cores, as they do in the same run.
 
@@ -25,7 +25,7 @@ SQLite log, committed by the writer within a few ms of the answer (not ``--sync`
 in one append. MLServer runs with its defaults (one inference worker process besides the
 HTTP process).
 
-    python -m bench.http [--seconds 8]
+    python -m bench.http [--seconds 5] [--runs 3]
 """
 
 # ruff: noqa: E402  (the imports must follow the sys.path fix below)
@@ -43,6 +43,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import tempfile
 import textwrap
@@ -192,16 +193,23 @@ def wrk(url: str, payload: str, connections: int, seconds: float, folder: Path) 
 
 
 def run_all(
-    name: str, url: str, seconds: float, folder: Path
+    name: str, url: str, seconds: float, folder: Path, runs: int
 ) -> dict[tuple[str, int], dict[str, float]]:
+    """Each scenario after a warm-up, ``runs`` times: the median req/s and the median p99."""
     results = {}
     for kind, conc, rows in SCENARIOS:
         payload = body(rows)
         wrk(url, payload, conc, min(2.0, seconds), folder)  # warm-up
-        results[(kind, conc)] = r = wrk(url, payload, conc, seconds, folder)
-        r["rows"] = rows
+        measured = [wrk(url, payload, conc, seconds, folder) for _ in range(runs)]
+        results[(kind, conc)] = r = {
+            "rps": statistics.median(m["rps"] for m in measured),
+            "p99_ms": statistics.median(m["p99_ms"] for m in measured),
+            "failed": sum(m["failed"] for m in measured),
+            "rows": rows,
+        }
+        spread = ", ".join(f"{m['rps']:.0f}" for m in measured)
         print(
-            f"  {name:16} {kind:9} c={conc:<3} {r['rps']:9.0f} req/s  p99 {r['p99_ms']:8.2f} ms  failed {r['failed']:.0f}",
+            f"  {name:16} {kind:9} c={conc:<3} {r['rps']:9.0f} req/s ({spread})  p99 {r['p99_ms']:8.2f} ms  failed {r['failed']:.0f}",
             flush=True,
         )
     return results
@@ -209,7 +217,8 @@ def run_all(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario (the median)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("expected wrk on PATH (Debian: apt-get install wrk)")
@@ -232,7 +241,11 @@ def main() -> None:
             wait_ready(f"http://127.0.0.1:{port}", proc)
             print("eventml serve (logging on)", flush=True)
             table["eventml"] = run_all(
-                "eventml", f"http://127.0.0.1:{port}/v2/models/churn/infer", args.seconds, folder
+                "eventml",
+                f"http://127.0.0.1:{port}/v2/models/churn/infer",
+                args.seconds,
+                folder,
+                args.runs,
             )
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
             answered = sum(
@@ -271,6 +284,7 @@ def main() -> None:
                 f"http://127.0.0.1:{port}/v2/models/churn/infer",
                 args.seconds,
                 folder,
+                args.runs,
             )
             print("MLServer 1.7 (custom ONNX runtime)", flush=True)
             table["mlserver-onnx"] = run_all(
@@ -278,6 +292,7 @@ def main() -> None:
                 f"http://127.0.0.1:{port}/v2/models/churn-onnx/infer",
                 args.seconds,
                 folder,
+                args.runs,
             )
         finally:
             proc.send_signal(signal.SIGTERM)

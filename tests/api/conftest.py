@@ -22,6 +22,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from eventml import events as ev
 from eventml.api import ApiOptions, TokenStore, create_app
+from eventml.api.server import uvicorn_config
 from eventml.config import Settings
 from eventml.demo import FEATURES, churn_customers
 from eventml.log import Log, open_log
@@ -95,7 +96,7 @@ def start_server(
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+    config = uvicorn_config(app, opts)
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -238,24 +239,38 @@ def test_sync_mode_commits_before_answering(
         assert f"s{i}" in ids
 
 
-def test_overload_is_429_and_the_rest_are_answered(
-    make_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import asyncio
+def _with_slow_model(
+    make_server: Callable[..., Server],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    latency_ms: int,
+    routes: dict[str, str],
+    **options: Any,
+) -> Server:
+    """A server with ``wine-lr`` and ``slow`` (wine-lr answering after ``latency_ms``)."""
     import json as jsonlib
 
     monkeypatch.setenv("EVENTML_TESTING", "1")
     slow = tmp_path / "slow.json"
-    slow.write_text(jsonlib.dumps({"wraps": "wine-lr:1", "latency_ms": 3000, "jitter_ms": 0}))
+    slow.write_text(jsonlib.dumps({"wraps": "wine-lr:1", "latency_ms": latency_ms, "jitter_ms": 0}))
 
     def setup(log: Log) -> None:
         push_model(log, WINE_LR, "wine-lr")
         push_model(log, slow, "slow", format="test-latency")
-        deploy(log, "wine", "slow")
+        for endpoint, model in routes.items():
+            deploy(log, endpoint, model)
 
-    folder = tmp_path / "busy"
-    server = make_server(
-        setup, options=ApiOptions(max_in_flight=2, log_url=str(folder)), folder=folder
+    folder = tmp_path / "slow-log"
+    return make_server(setup, options=ApiOptions(log_url=str(folder), **options), folder=folder)
+
+
+def test_overload_is_429_and_the_rest_are_answered(
+    make_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    server = _with_slow_model(
+        make_server, tmp_path, monkeypatch, 3000, {"wine": "slow"}, max_in_flight=2
     )
 
     async def burst() -> list[httpx.Response]:
@@ -280,6 +295,44 @@ def test_overload_is_429_and_the_rest_are_answered(
         "expected at most 2 requests in flight, got more: retry later"
     }
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
+def test_a_request_past_its_timeout_is_503_and_the_server_goes_on(
+    make_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import json as jsonlib
+
+    server = _with_slow_model(
+        make_server, tmp_path, monkeypatch, 1500, {"wine": "wine-lr", "sleepy": "slow"},
+        timeout_s=0.3,
+    )  # fmt: skip
+    late = {"error": "expected an answer within 0.3 s, got none in time"}
+    record = {"features": wine_rows(1)[0]}
+
+    async def requests() -> list[httpx.Response]:
+        async def trickle() -> AsyncIterator[bytes]:  # a body slower than the timeout
+            yield b'{"features": '
+            await asyncio.sleep(0.8)
+            yield jsonlib.dumps(record["features"]).encode() + b"}"
+
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            h = server.headers()
+            return [
+                await client.post("/api/endpoints/sleepy/predict", json=record, headers=h),
+                await client.post("/api/endpoints/wine/predict", content=trickle(), headers=h),
+                await client.post("/api/endpoints/wine/predict", json=record, headers=h),
+            ]
+
+    slow_model, slow_body, fine = asyncio.run(requests())
+    for r in (slow_model, slow_body):
+        assert (r.status_code, r.json(), r.headers["retry-after"]) == (503, late, "1")
+    assert (fine.status_code, fine.json()["status"], fine.json()["model"]) == (200, "ok", "wine-lr")
+    metrics = httpx.get(f"{server.url}/metrics", headers=server.headers("read")).text
+    route = 'method="POST",route="/api/endpoints/{endpoint}/predict"'
+    assert f'eventml_http_requests_total{{{route},status="503"}} 2.0' in metrics
+    assert f'eventml_http_requests_total{{{route},status="200"}} 1.0' in metrics
+    assert "eventml_http_in_flight 1.0" in metrics  # the /metrics request itself
 
 
 def _logged(server: Server, n: int) -> dict[str, ev.Prediction]:

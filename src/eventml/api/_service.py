@@ -9,11 +9,13 @@ log connections close.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +50,12 @@ def new_id() -> str:
 MiB = 1 << 20
 _INLINE_S = 0.002
 """Longest a request's scoring may hold the event loop (estimated from recent calls)."""
+_COST_WINDOW = 16
+"""How many recent calls a route's cost is the least of (see :meth:`Service.predict`)."""
+_GATHER_MAX = 256
+"""Most records of several requests answered with one model call on the event loop."""
+_PROBE_EVERY = 8
+"""While requests come one at a time, one in this many waits a turn for others."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,8 @@ class Service:
         self.options = options
         self.metrics = metrics
         self.ready = False
+        self.in_flight = 0
+        """Requests being served (kept by the app's guard)."""
         self.unloaded: set[str] = set()
         self.started_at = ev.now()
         self.writer: GroupCommitSink | None = None
@@ -102,9 +112,14 @@ class Service:
         self._extra: list[Log] = []
         self._inline: dict[tuple[str, int], bool] = {}
         self._leads: dict[tuple[str, int], str] = {}
-        self._cost: dict[tuple[str, int], float] = {}
+        self._costs: dict[tuple[str, int], deque[float]] = {}
+        """route → seconds per record of its last calls (the least of them is its cost)."""
+        self._gathers: dict[tuple[str, int], _Gather] = {}
+        self._alone = False
+        """Whether the last gathering held one request (requests come one at a time)."""
+        self._unprobed = 0
         self._cpu = anyio.CapacityLimiter(os.cpu_count() or 2)
-        """route → recent seconds per record when answered on the event loop (slow: threads)."""
+        """Threads for long batches of fast scoring: as many as cores."""
         self._stats_lock = threading.Lock()
         self._stats: Any = None
         self.errors: dict[str, str] = {}
@@ -288,9 +303,18 @@ class Service:
         record: a hand-off to a thread costs more than such a call. Longer batches of fast
         scoring go to as many threads as there are cores (more only take turns at the GIL);
         routes that wait (deadlines, several candidates) and slow models go to threads.
-        The cost is measured on every path, so one slow call (a pause, a busy machine)
-        moves a route off the loop only until the next calls show it fast again; a route's
-        first call, not yet measured, goes to a thread.
+        A route's cost is the least seconds per record of its last ``_COST_WINDOW`` calls,
+        measured on every path: a call made slow by a pause or by waiting for the GIL (other
+        threads, a busy machine) does not move a fast model off the loop, which would only
+        add threads to wait for the GIL; a model that became slow leaves it within that many
+        calls. A route's first call, not yet measured, goes to a thread.
+
+        On the loop, a request waits for the loop's next turn, so that the requests whose
+        bodies arrived in the same turn are answered together (:meth:`_gathered`). Each
+        request's task runs to its answer without pausing, so while requests come one at a
+        time (the last gathering held one) they are answered at once, and one in
+        ``_PROBE_EVERY`` waits to see whether others arrive with it (those that come after
+        it in the same turn join it).
         """
         rdv = self.rendezvous
         if not records:
@@ -303,10 +327,15 @@ class Service:
         key = (route.endpoint, route.version) if route else ("", 0)
         inline = self._scores_inline(route)
         # a route not yet measured scores on a thread: its first call may be a slow model
-        cost = self._cost.get(key, float("inf"))
+        costs = self._costs.get(key)
+        cost = min(costs) if costs else float("inf")
         try:
             if inline and cost * len(records) < _INLINE_S:
-                answers = self._predict_timed(key, records)
+                self._unprobed += 1
+                if self._alone and self._unprobed < _PROBE_EVERY and key not in self._gathers:
+                    answers = self._predict_timed(key, records)
+                else:
+                    answers = await self._gathered(key, records)
             elif inline and cost < _INLINE_S:
                 answers = await anyio.to_thread.run_sync(
                     self._predict_timed, key, records, limiter=self._cpu
@@ -325,11 +354,46 @@ class Service:
         await self._wait(waiters)
         return answers
 
-    def _predict_timed(self, key: tuple[str, int], records: list[ev.Record]) -> list[Answer]:
+    def _gathered(
+        self, key: tuple[str, int], records: list[ev.Record]
+    ) -> asyncio.Future[list[Answer]]:
+        """Answer on the event loop together with the other requests for this route that
+        arrive before the loop's next turn: one model call and one write for them all."""
+        self._unprobed = 0
+        loop = asyncio.get_running_loop()
+        gather = self._gathers.get(key)
+        if gather is None or len(gather.records) + len(records) > _GATHER_MAX:
+            gather = self._gathers[key] = _Gather()
+            loop.call_soon(self._answer_gathered, key, gather)
+        done: asyncio.Future[list[Answer]] = loop.create_future()
+        gather.add(records, done)
+        return done
+
+    def _answer_gathered(self, key: tuple[str, int], gather: _Gather) -> None:
+        if self._gathers.get(key) is gather:
+            del self._gathers[key]
+        self._alone = len(gather.waiting) == 1
+        try:
+            answers = self._predict_timed(key, gather.records, gather.rows)
+        except Exception as exc:  # the log closing, say: every request waiting hears it
+            for _, _, done in gather.waiting:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for start, end, done in gather.waiting:
+            if not done.done():
+                done.set_result(answers[start:end])
+
+    def _predict_timed(
+        self, key: tuple[str, int], records: list[ev.Record], rows: list[int] | None = None
+    ) -> list[Answer]:
         t0 = time.perf_counter()
-        answers = self.rendezvous.predict_many(records)
+        answers = self.rendezvous.predict_many(records, rows)
         took = (time.perf_counter() - t0) / len(records)
-        self._cost[key] = 0.8 * self._cost.get(key, took) + 0.2 * took
+        costs = self._costs.get(key)
+        if costs is None:
+            costs = self._costs[key] = deque(maxlen=_COST_WINDOW)
+        costs.append(took)
         return answers
 
     async def _wait(self, waiters: list[Any]) -> None:
@@ -435,6 +499,23 @@ class Service:
                 if record_id.encode() in value and _read_id(value).record_id == record_id:
                     best = (batch.partition, offset)
         return best
+
+
+class _Gather:
+    """Requests for one route waiting for the event loop's next turn, answered together."""
+
+    __slots__ = ("records", "rows", "waiting")
+
+    def __init__(self) -> None:
+        self.records: list[ev.Record] = []
+        self.rows: list[int] = []
+        self.waiting: list[tuple[int, int, asyncio.Future[list[Answer]]]] = []
+
+    def add(self, records: list[ev.Record], done: asyncio.Future[list[Answer]]) -> None:
+        start = len(self.records)
+        self.records += records
+        self.rows += range(len(records))
+        self.waiting.append((start, len(self.records), done))
 
 
 class _Sink:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
@@ -30,7 +32,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventml.api import native, oip
-from eventml.api._http import error, json
+from eventml.api._http import error, error_response, json
 from eventml.api._service import ApiOptions, Service
 from eventml.api.auth import TokenStore
 from eventml.api.metrics import Metrics
@@ -44,20 +46,28 @@ _EXEMPT = ("/v2/health/live", "/v2/health/ready")
 class Guard:
     """Concurrency limit, body size limit, timeout and metrics around the app.
 
-    The scoring routes (``hot``: inference and native predict, which no other route
-    shadows) are called from here directly when a POST matches them, as the router would, but
-    without the router's walk over every route and its exception wrappers: their handlers
-    turn every error into an answer themselves (:func:`~eventml.api._http.needs`).
+    It is the outermost layer (:class:`_App` calls it before Starlette's own middleware),
+    so every answer is counted, a 500 from Starlette's error middleware included. The
+    scoring routes (``hot``: inference and native predict, which no other route shadows)
+    are called from here directly when a POST matches them, as the router would, but
+    without the router's walk over every route and Starlette's middleware: their handlers
+    turn every error into an answer themselves (:func:`~eventml.api._http.needs`), and
+    what escapes them is answered 500 here.
+
+    Timeouts: every request's deadline is ``timeout_s`` after it starts, so deadlines come
+    in the order requests start; one timer, set for the oldest request still running,
+    cancels what is past its deadline (answered 503). ``asyncio.timeout`` would schedule
+    and cancel a timer of its own for every request.
     """
 
-    def __init__(
-        self, app: ASGIApp, options: ApiOptions, metrics: Metrics, hot: Sequence[Route] = ()
-    ) -> None:
+    def __init__(self, app: ASGIApp, service: Service, hot: Sequence[Route] = ()) -> None:
         self.app = app
-        self.options = options
-        self.metrics = metrics
-        self.in_flight = 0
+        self.service = service
+        self.options = service.options
+        self.metrics = service.metrics
         self.hot = tuple(hot)
+        self._running: deque[_Running] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,29 +87,65 @@ class Guard:
             if refusal is not None:
                 await refusal(scope, receive, sending)
                 return
-            self.in_flight += 1
-            self.metrics.in_flight.inc()
+            self.service.in_flight += 1
+            running = self._track()
             try:
-                # asyncio's own timeout: the app runs on asyncio (uvicorn loop="asyncio"),
-                # and it costs a fraction of a cancel scope per request
-                async with asyncio.timeout(self.options.timeout_s):
-                    route = self._hot(scope) if scope["method"] == "POST" else None
-                    if route is None:
-                        await self.app(scope, receive, sending)
-                    else:
+                route = self._hot(scope) if scope["method"] == "POST" else None
+                if route is None:
+                    await self.app(scope, receive, sending)
+                else:
+                    try:
                         response = await route.endpoint(Request(scope, receive))
                         await response(scope, receive, sending)
-            except TimeoutError:
+                    except Exception as exc:
+                        if status[0] == 0:
+                            await error_response(exc)(scope, receive, sending)
+                        raise
+            except asyncio.CancelledError:
+                if not running.late or running.task is None:
+                    raise
+                running.task.uncancel()
                 if status[0] == 0:
                     msg = f"expected an answer within {self.options.timeout_s} s, got none in time"
                     await error(msg, 503, {"Retry-After": "1"})(scope, receive, sending)
             finally:
-                self.in_flight -= 1
-                self.metrics.in_flight.dec()
+                running.task = None
+                self._settle()
+                self.service.in_flight -= 1
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.observe(scope["method"], template, status[0], time.perf_counter() - start)
+
+    def _track(self) -> _Running:
+        loop = asyncio.get_running_loop()
+        running = _Running(loop.time() + self.options.timeout_s, asyncio.current_task())
+        self._running.append(running)
+        if self._timer is None:
+            self._timer = loop.call_at(running.deadline, self._expire)
+        return running
+
+    def _settle(self) -> None:
+        """Forget finished requests at the front (they finish roughly in start order)."""
+        running = self._running
+        while running and running[0].task is None:
+            running.popleft()
+
+    def _expire(self) -> None:
+        """The timer: cancel each request past its deadline, then wait for the next one."""
+        self._timer = None
+        self._settle()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        running = self._running
+        while running and running[0].deadline <= now:
+            late = running.popleft()
+            if late.task is not None:
+                late.late = True
+                late.task.cancel()
+        self._settle()
+        if running:
+            self._timer = loop.call_at(running[0].deadline, self._expire)
 
     def _hot(self, scope: Scope) -> Route | None:
         for route in self.hot:
@@ -111,7 +157,7 @@ class Guard:
         return None
 
     def _refuse(self, scope: Scope, path: str) -> Response | None:
-        if self.in_flight >= self.options.max_in_flight and path not in _EXEMPT:
+        if self.service.in_flight >= self.options.max_in_flight and path not in _EXEMPT:
             self.metrics.overload.inc()
             return error(
                 f"expected at most {self.options.max_in_flight} requests in flight, got more: "
@@ -127,6 +173,30 @@ class Guard:
                 if int(value) > limit:
                     return error(f"expected a body of at most {limit} bytes, got {int(value)}", 413)
         return None
+
+
+@dataclass(slots=True)
+class _Running:
+    """A request in flight: when it must be answered by, and its task (None once done)."""
+
+    deadline: float
+    task: asyncio.Task[Any] | None
+    late: bool = False
+
+
+class _App(Starlette):
+    """Starlette with :class:`Guard` outside its middleware stack (see :class:`Guard`)."""
+
+    guard: Guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        await self.guard(scope, receive, send)
+
+    async def _stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        await self.middleware_stack(scope, receive, send)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -172,7 +242,7 @@ def create_app(
         *native.routes(),
         Route("/openapi.json", _openapi, methods=["GET"]),
     ]
-    app = Starlette(
+    app = _App(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
@@ -180,5 +250,6 @@ def create_app(
     app.state.service = svc
     app.state.auth = auth
     hot = [r for r in routes if isinstance(r, Route) and r.endpoint in (oip.infer, native.predict)]
-    app.add_middleware(Guard, options=opts, metrics=metrics, hot=hot)
+    app.guard = Guard(app._stack, svc, hot=hot)
+    metrics.in_flight.set_function(lambda: svc.in_flight)
     return app

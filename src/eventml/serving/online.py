@@ -354,9 +354,16 @@ class Rendezvous:
         self._finish_later(record, route, spec, futures, results, answer, answered_ms)
         return answer
 
-    def predict_many(self, records: Sequence[ev.Record]) -> list[Answer]:
+    def predict_many(
+        self, records: Sequence[ev.Record], rows: Sequence[int] | None = None
+    ) -> list[Answer]:
         """Answer records of one endpoint, in order: one model call for them all when the route
-        has one model and no deadline (see the module docstring), else one by one."""
+        has one model and no deadline (see the module docstring), else one by one.
+
+        ``rows``: where each record stands in its request (records of several requests
+        answered together), so an error names the row of its own request; by default the
+        records are one request's rows in order.
+        """
         if len(records) < 2:
             return [self.predict(r) for r in records]
         arrival = time.perf_counter()
@@ -364,14 +371,20 @@ class Rendezvous:
         plan = self._plan(endpoint)
         if plan is None or plan.solo is None or any(r.endpoint != endpoint for r in records):
             return [self.predict(r) for r in records]
-        return self._solo(plan, records, arrival)
+        return self._solo(plan, records, arrival, rows=rows)
 
     def _solo(
-        self, plan: _Plan, records: Sequence[ev.Record], arrival: float, row: int = 0
+        self,
+        plan: _Plan,
+        records: Sequence[ev.Record],
+        arrival: float,
+        row: int = 0,
+        rows: Sequence[int] | None = None,
     ) -> list[Answer]:
         """Answer records with a route's only model: one call, one prediction event each.
 
-        ``row``: where a lone record stands in its request, so an error names that row.
+        ``row``: where a lone record stands in its request, so an error names that row;
+        ``rows``: the same for each of several records (default: their order).
         """
         solo = plan.solo
         if solo is None:
@@ -385,7 +398,8 @@ class Rendezvous:
         except Exception as exc:  # a model's own failure: recorded as the row's error
             if n > 1:  # which rows fail is a per-row fact: answer each alone, as requests
                 return [
-                    self._solo(plan, [r], time.perf_counter(), i)[0] for i, r in enumerate(records)
+                    self._solo(plan, [r], time.perf_counter(), rows[i] if rows else i)[0]
+                    for i, r in enumerate(records)
                 ]
             if isinstance(exc, SchemaMismatch) and exc.row == 0 and exc.where == "row 0" and row:
                 exc = SchemaMismatch(exc.message, where=f"row {row}", row=row)

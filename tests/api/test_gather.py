@@ -1,0 +1,123 @@
+"""Requests for one route that arrive before the event loop's next turn are answered together:
+one model call, each request its own answers, a bad row failing only its own request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from eventml import events as ev
+from eventml.api._service import ApiOptions, Service, new_id
+from eventml.api.metrics import Metrics
+from eventml.config import Settings
+from eventml.log import open_log
+from eventml.models.registry import push_model
+from eventml.serving.routes import deploy
+from tests.api.conftest import churn_rows, train_churn_onnx
+
+
+def _record(features: Mapping[str, ev.Feature]) -> ev.Record:
+    return ev.Record(id=new_id(), endpoint="churn", ts=ev.now(), features=dict(features))
+
+
+def _service(tmp_path: Path) -> Service:
+    onnx = tmp_path / "churn.onnx"
+    train_churn_onnx(onnx)
+    settings = Settings.from_env(log=str(tmp_path / "log"))
+    log = open_log(str(tmp_path / "log"), settings)
+    push_model(log, onnx, "churn")
+    deploy(log, "churn", "churn")
+    svc = Service(log, settings, ApiOptions(), Metrics())
+    svc.start()
+    return svc
+
+
+async def _warm(svc: Service, rows: Sequence[Mapping[str, ev.Feature]]) -> None:
+    """The route measured (its first calls go to threads), then one gathering of several."""
+    for _ in range(2):
+        await asyncio.gather(*(svc.predict([_record(r)]) for r in rows))
+
+
+def test_requests_arriving_together_share_one_model_call(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    log = svc.log
+    rows = churn_rows(9)
+    bad = {k: v for k, v in rows[8].items() if k != "tenure_months"}
+    calls: list[int] = []
+
+    async def run() -> tuple[list[Any], Sequence[list[Any]], Any]:
+        await _warm(svc, rows[:4])
+        model = svc.rendezvous.models["churn:1"]
+        scored = model.predict_batch
+
+        def counted(features: Sequence[Mapping[str, ev.Feature]]) -> Sequence[dict[str, Any]]:
+            calls.append(len(features))
+            return scored(features)
+
+        model.predict_batch = counted  # type: ignore[method-assign, assignment]
+        alone = [scored([r])[0] for r in rows[1:8]]
+        together = await asyncio.gather(
+            svc.predict([_record(rows[1])]),
+            svc.predict([_record(r) for r in rows[2:5]]),
+            svc.predict([_record(rows[5]), _record(bad)]),
+            svc.predict([_record(rows[6])]),
+            svc.predict([_record(rows[7])]),
+        )
+        return alone, together, svc.failure
+
+    try:
+        alone, together, failure = asyncio.run(run())
+    finally:
+        svc.stop()
+    # one call for the 8 records of the five requests; the bad row fails it, so each row is
+    # then scored alone (9 calls of 1), as the requests would have been
+    assert calls == [8, 1, 1, 1, 1, 1, 1, 1, 1]
+    assert [len(a) for a in together] == [1, 3, 2, 1, 1]
+    answers = [a for request in together for a in request]
+    assert [a.status for a in answers] == ["ok"] * 5 + ["error", "ok", "ok"]
+    assert [a.output for a in answers if a.status == "ok"] == alone
+    third = together[2]
+    why = failure(third[1].record_id)
+    assert why == (
+        f"expected features ['tenure_months'] for model 'churn', got fields {sorted(bad)} (row 1)"
+    )
+    log.close()
+
+
+def test_requests_coming_one_at_a_time_are_answered_at_once(tmp_path: Path) -> None:
+    """After a gathering that held one request, requests are answered without waiting for
+    the loop's next turn, except one in eight, which looks for company again; those that
+    arrive with it join it, and gathering goes on while it finds company."""
+    svc = _service(tmp_path)
+    rows = churn_rows(40)
+    gathered: list[int] = []
+    answer_gathered = svc._answer_gathered
+
+    def counted(key: tuple[str, int], gather: Any) -> None:
+        gathered.append(len(gather.records))
+        answer_gathered(key, gather)
+
+    async def run() -> list[str]:
+        await _warm(svc, rows[:4])
+        svc._answer_gathered = counted  # type: ignore[method-assign]
+        statuses: list[str] = []
+        for row in rows[4:21]:  # one at a time
+            (answer,) = await svc.predict([_record(row)])
+            statuses.append(answer.status)
+        for crowd in (rows[21:33], rows[33:36]):
+            answers = await asyncio.gather(*(svc.predict([_record(r)]) for r in crowd))
+            statuses += [a.status for request in answers for a in request]
+        return statuses
+
+    try:
+        statuses = asyncio.run(run())
+    finally:
+        svc.stop()
+    assert statuses == ["ok"] * 32
+    # one at a time: the 1st finds itself alone, the 2nd to 8th are answered at once, the
+    # 9th looks (alone), the 10th to 16th at once, the 17th looks; twelve together: seven at
+    # once, the 8th looks and the four after it join it; three together: all gathered
+    assert gathered == [1, 1, 1, 5, 3]
+    svc.log.close()
