@@ -4,8 +4,12 @@ socket; a write nothing follows leaves at the loop's next turn; closing sends wh
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
-from eventml.api.server import _Coalescing
+import httpx
+
+from eventml.api.server import CoalescingHttp, _Coalescing
+from tests.api.conftest import Server
 
 
 def test_head_and_body_leave_in_one_write() -> None:
@@ -58,3 +62,16 @@ def test_head_and_body_leave_in_one_write() -> None:
         [head + b"body", b"alone", b"last"],
     ]
     assert received == head + b"bodyalonelast"
+
+
+def test_the_server_answers_through_it(make_server: Callable[..., Server]) -> None:
+    """The API's uvicorn (the tests' servers run eventml serve's config) uses the transport."""
+    server = make_server(auth=False)
+    with httpx.Client(base_url=server.url) as client:  # one kept-alive connection
+        r = client.get("/v2/health/live")
+        assert (r.status_code, r.json()) == (200, {"live": True})
+        (protocol,) = server.uv.server_state.connections
+        assert isinstance(protocol, CoalescingHttp)
+        assert isinstance(protocol.transport, _Coalescing)
+        r = client.get("/v2/health/live")
+        assert (r.status_code, r.json()) == (200, {"live": True})

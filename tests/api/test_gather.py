@@ -12,9 +12,11 @@ from eventml import events as ev
 from eventml.api._service import ApiOptions, Service, new_id
 from eventml.api.metrics import Metrics
 from eventml.config import Settings
+from eventml.errors import InputError
 from eventml.log import open_log
 from eventml.models.registry import push_model
 from eventml.serving.routes import deploy
+from eventml.serving.spec import RouteSpec
 from tests.api.conftest import churn_rows, train_churn_onnx
 
 
@@ -120,4 +122,86 @@ def test_requests_coming_one_at_a_time_are_answered_at_once(tmp_path: Path) -> N
     # 9th looks (alone), the 10th to 16th at once, the 17th looks; twelve together: seven at
     # once, the 8th looks and the four after it join it; three together: all gathered
     assert gathered == [1, 1, 1, 5, 3]
+    svc.log.close()
+
+
+def test_a_request_the_log_cannot_hold_fails_alone(tmp_path: Path) -> None:
+    """A feature no log event can hold fails the gathered call after scoring: each request
+    is then answered on its own, so only the one that carries it fails."""
+    svc = _service(tmp_path)
+    rows = churn_rows(7)
+    huge = {**rows[5], "tenure_months": 10**30}
+
+    async def run() -> tuple[list[Any], BaseException | None]:
+        await _warm(svc, rows[:4])
+        together = await asyncio.gather(
+            svc.predict([_record(rows[4])]),
+            svc.predict([_record(huge)]),
+            svc.predict([_record(rows[6])]),
+            return_exceptions=True,
+        )
+        try:
+            await svc.predict([_record(huge)])  # alone: the same failure
+        except Exception as exc:
+            return list(together), exc
+        return list(together), None
+
+    try:
+        together, alone = asyncio.run(run())
+    finally:
+        svc.stop()
+    first, failed, last = together
+    assert [a.status for a in first] == ["ok"]
+    assert [a.status for a in last] == ["ok"]
+    assert isinstance(failed, InputError)
+    assert isinstance(alone, InputError)
+    assert (
+        str(failed)
+        == str(alone)
+        == (
+            "expected integers within 64 bits, got can't serialize ints < -2**63 or > 2**64 - 1 "
+            "(encoding a Record)"
+        )
+    )
+    svc.log.close()
+
+
+def test_requests_gathered_before_a_route_change_are_answered_by_the_new_route(
+    tmp_path: Path,
+) -> None:
+    """Gathered for a one-model route that, before the loop's next turn, becomes one with a
+    shadow (it waits for both models): answered by the new route, scored on a thread."""
+    import threading
+
+    svc = _service(tmp_path)
+    shadow = tmp_path / "shadow.onnx"
+    train_churn_onnx(shadow, seed=1)
+    push_model(svc.log, shadow, "churn-shadow")
+    rows = churn_rows(7)
+    on_loop: list[bool] = []
+
+    async def run() -> tuple[list[Any], int]:
+        await _warm(svc, rows[:4])
+        predict_many = svc.rendezvous.predict_many
+
+        def spy(records: Sequence[ev.Record], rows: Sequence[int] | None = None) -> Any:
+            on_loop.append(threading.current_thread() is threading.main_thread())
+            return predict_many(records, rows)
+
+        svc.rendezvous.predict_many = spy  # type: ignore[method-assign]
+        tasks = [asyncio.ensure_future(svc.predict([_record(r)])) for r in rows[4:7]]
+        await asyncio.sleep(0)  # the tasks gather; their call comes at the next turn
+        route = deploy(
+            svc.log, "churn", spec=RouteSpec(champion="churn:1", shadow=["churn-shadow:1"])
+        )
+        svc.rendezvous.sync(wait=True)
+        answers = [a for request in await asyncio.gather(*tasks) for a in request]
+        return answers, route.version
+
+    try:
+        answers, version = asyncio.run(run())
+    finally:
+        svc.stop()
+    assert on_loop == [False]
+    assert [(a.status, a.route_version) for a in answers] == [("ok", version)] * 3
     svc.log.close()

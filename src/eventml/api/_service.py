@@ -115,6 +115,7 @@ class Service:
         self._costs: dict[tuple[str, int], deque[float]] = {}
         """route → seconds per record of its last calls (the least of them is its cost)."""
         self._gathers: dict[tuple[str, int], _Gather] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._alone = False
         """Whether the last gathering held one request (requests come one at a time)."""
         self._unprobed = 0
@@ -373,16 +374,49 @@ class Service:
         if self._gathers.get(key) is gather:
             del self._gathers[key]
         self._alone = len(gather.waiting) == 1
+        gather.drop_done()  # timed out while waiting: never answered, so never logged
+        if not gather.waiting:
+            return
+        route = self.rendezvous.route(gather.records[0].endpoint)
+        now = (route.endpoint, route.version) if route else ("", 0)
+        if now != key and not self._scores_inline(route):
+            # the route changed to one that waits (several models, a deadline): a thread
+            task = asyncio.get_running_loop().create_task(self._answer_on_thread(key, gather))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        gather.settle(self._score_gathered(key, gather))
+
+    async def _answer_on_thread(self, key: tuple[str, int], gather: _Gather) -> None:
+        try:
+            found = await anyio.to_thread.run_sync(self._score_gathered, key, gather)
+        except BaseException as exc:
+            gather.settle([RuntimeError(f"expected an answer, got {exc!r}")] * len(gather.waiting))
+            raise
+        gather.settle(found)
+
+    def _score_gathered(
+        self, key: tuple[str, int], gather: _Gather
+    ) -> list[list[Answer] | Exception]:
+        """Each waiting request's answers, or what it raises: all of them with one call,
+        and when that call raises (a row no log event can hold, the log closing), each
+        request again on its own, so that one request's failure is only its own."""
         try:
             answers = self._predict_timed(key, gather.records, gather.rows)
-        except Exception as exc:  # the log closing, say: every request waiting hears it
-            for _, _, done in gather.waiting:
-                if not done.done():
-                    done.set_exception(exc)
-            return
-        for start, end, done in gather.waiting:
-            if not done.done():
-                done.set_result(answers[start:end])
+        except Exception as exc:
+            if len(gather.waiting) == 1:
+                return [exc]
+        else:
+            return [answers[start:end] for start, end, _ in gather.waiting]
+        found: list[list[Answer] | Exception] = []
+        for start, end, _ in gather.waiting:
+            try:
+                found.append(
+                    self._predict_timed(key, gather.records[start:end], gather.rows[start:end])
+                )
+            except Exception as exc:
+                found.append(exc)
+        return found
 
     def _predict_timed(
         self, key: tuple[str, int], records: list[ev.Record], rows: list[int] | None = None
@@ -516,6 +550,25 @@ class _Gather:
         self.records += records
         self.rows += range(len(records))
         self.waiting.append((start, len(self.records), done))
+
+    def drop_done(self) -> None:
+        """Forget the requests already done (cancelled by their timeout)."""
+        if all(not done.done() for _, _, done in self.waiting):
+            return
+        kept = [(self.records[a:b], done) for a, b, done in self.waiting if not done.done()]
+        self.records, self.rows, self.waiting = [], [], []
+        for records, done in kept:
+            self.add(records, done)
+
+    def settle(self, found: list[list[Answer] | Exception]) -> None:
+        """Hand each waiting request its answers or its error (on the event loop)."""
+        for (_, _, done), result in zip(self.waiting, found, strict=True):
+            if done.done():
+                continue
+            if isinstance(result, Exception):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
 
 
 class _Sink:

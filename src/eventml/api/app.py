@@ -55,9 +55,10 @@ class Guard:
     what escapes them is answered 500 here.
 
     Timeouts: every request's deadline is ``timeout_s`` after it starts, so deadlines come
-    in the order requests start; one timer, set for the oldest request still running,
-    cancels what is past its deadline (answered 503). ``asyncio.timeout`` would schedule
-    and cancel a timer of its own for every request.
+    in the order requests start. One timer, set for the oldest request not yet known to be
+    done (finished ones are dropped from the front as they finish), cancels what is past
+    its deadline (answered 503) and is set again for the next. ``asyncio.timeout`` would
+    schedule and cancel a timer of its own for every request.
     """
 
     def __init__(self, app: ASGIApp, service: Service, hot: Sequence[Route] = ()) -> None:
@@ -68,6 +69,7 @@ class Guard:
         self.hot = tuple(hot)
         self._running: deque[_Running] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,9 +104,9 @@ class Guard:
                             await error_response(exc)(scope, receive, sending)
                         raise
             except asyncio.CancelledError:
-                if not running.late or running.task is None:
+                # ours alone (the timer's): answer 503; anyone else's (a shutdown) goes on
+                if not running.late or running.task is None or running.task.uncancel() > 0:
                     raise
-                running.task.uncancel()
                 if status[0] == 0:
                     msg = f"expected an answer within {self.options.timeout_s} s, got none in time"
                     await error(msg, 503, {"Retry-After": "1"})(scope, receive, sending)
@@ -121,8 +123,9 @@ class Guard:
         loop = asyncio.get_running_loop()
         running = _Running(loop.time() + self.options.timeout_s, asyncio.current_task())
         self._running.append(running)
-        if self._timer is None:
+        if self._timer is None or self._timer_loop is not loop:  # none yet, or a loop now gone
             self._timer = loop.call_at(running.deadline, self._expire)
+            self._timer_loop = loop
         return running
 
     def _settle(self) -> None:

@@ -92,7 +92,7 @@ def uvicorn_config(
 
 
 class CoalescingHttp(HttpToolsProtocol):
-    """uvicorn's httptools protocol, its writes in one turn of the event loop sent together.
+    """uvicorn's httptools protocol, a response's head sent with its body in one write.
 
     uvicorn writes a response's status line and headers, then its body, each with a
     ``send()`` of its own: two system calls and two packets for every small answer, which
