@@ -14,9 +14,9 @@ Load: ``wrk`` (Debian package) posting Open Inference Protocol v2 JSON to
 ``/v2/models/churn/infer`` on each server, one FP32 tensor ``[1, 20]`` (single records,
 concurrency 1, 8 and 64) or ``[100, 20]`` (batches, concurrency 8), one connection per
 concurrent client, ``--runs`` runs of ``--seconds`` each after a warm-up. Printed: the
-median requests/s and the median p99 latency of the runs, non-2xx answers. For eventml, the prediction events on its log are counted after the run
-(the server is stopped with SIGTERM, which flushes the writer): every answered row must
-be there. Both servers and ``wrk`` share the machine's cores, as they do in the same run.
+median requests/s and the median p99 latency of the runs, non-2xx answers. For eventml,
+the prediction events on its log are counted after the run (the server is stopped with
+SIGTERM, which flushes the writer): every answered row must be there. Both servers and ``wrk`` share the machine's cores, as they do in the same run.
 
 eventml runs as ``eventml serve`` does by default: one process (the API, the group-commit
 writer and the stream engine), every answered row a record and a prediction event on its

@@ -4,9 +4,11 @@ one model call, each request its own answers, a bad row failing only its own req
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from eventml import events as ev
 from eventml.api._service import ApiOptions, Service, new_id
@@ -24,16 +26,18 @@ def _record(features: Mapping[str, ev.Feature]) -> ev.Record:
     return ev.Record(id=new_id(), endpoint="churn", ts=ev.now(), features=dict(features))
 
 
-def _service(tmp_path: Path) -> Service:
+@pytest.fixture
+def svc(tmp_path: Path) -> Iterator[Service]:
+    """A started service over a SQLite log with churn:1 on ``churn`` (each test stops it)."""
     onnx = tmp_path / "churn.onnx"
     train_churn_onnx(onnx)
     settings = Settings.from_env(log=str(tmp_path / "log"))
-    log = open_log(str(tmp_path / "log"), settings)
-    push_model(log, onnx, "churn")
-    deploy(log, "churn", "churn")
-    svc = Service(log, settings, ApiOptions(), Metrics())
-    svc.start()
-    return svc
+    with open_log(str(tmp_path / "log"), settings) as log:
+        push_model(log, onnx, "churn")
+        deploy(log, "churn", "churn")
+        service = Service(log, settings, ApiOptions(), Metrics())
+        service.start()
+        yield service
 
 
 async def _warm(svc: Service, rows: Sequence[Mapping[str, ev.Feature]]) -> None:
@@ -42,9 +46,7 @@ async def _warm(svc: Service, rows: Sequence[Mapping[str, ev.Feature]]) -> None:
         await asyncio.gather(*(svc.predict([_record(r)]) for r in rows))
 
 
-def test_requests_arriving_together_share_one_model_call(tmp_path: Path) -> None:
-    svc = _service(tmp_path)
-    log = svc.log
+def test_requests_arriving_together_share_one_model_call(svc: Service) -> None:
     rows = churn_rows(9)
     bad = {k: v for k, v in rows[8].items() if k != "tenure_months"}
     calls: list[int] = []
@@ -85,14 +87,12 @@ def test_requests_arriving_together_share_one_model_call(tmp_path: Path) -> None
     assert why == (
         f"expected features ['tenure_months'] for model 'churn', got fields {sorted(bad)} (row 1)"
     )
-    log.close()
 
 
-def test_requests_coming_one_at_a_time_are_answered_at_once(tmp_path: Path) -> None:
+def test_requests_coming_one_at_a_time_are_answered_at_once(svc: Service) -> None:
     """After a gathering that held one request, requests are answered without waiting for
     the loop's next turn, except one in eight, which looks for company again; those that
     arrive with it join it, and gathering goes on while it finds company."""
-    svc = _service(tmp_path)
     rows = churn_rows(40)
     gathered: list[int] = []
     answer_gathered = svc._answer_gathered
@@ -122,13 +122,11 @@ def test_requests_coming_one_at_a_time_are_answered_at_once(tmp_path: Path) -> N
     # 9th looks (alone), the 10th to 16th at once, the 17th looks; twelve together: seven at
     # once, the 8th looks and the four after it join it; three together: all gathered
     assert gathered == [1, 1, 1, 5, 3]
-    svc.log.close()
 
 
-def test_a_request_the_log_cannot_hold_fails_alone(tmp_path: Path) -> None:
+def test_a_request_the_log_cannot_hold_fails_alone(svc: Service) -> None:
     """A feature no log event can hold fails the gathered call after scoring: each request
     is then answered on its own, so only the one that carries it fails."""
-    svc = _service(tmp_path)
     rows = churn_rows(7)
     huge = {**rows[5], "tenure_months": 10**30}
 
@@ -163,17 +161,15 @@ def test_a_request_the_log_cannot_hold_fails_alone(tmp_path: Path) -> None:
             "(encoding a Record)"
         )
     )
-    svc.log.close()
 
 
 def test_requests_gathered_before_a_route_change_are_answered_by_the_new_route(
-    tmp_path: Path,
+    svc: Service, tmp_path: Path
 ) -> None:
     """Gathered for a one-model route that, before the loop's next turn, becomes one with a
     shadow (it waits for both models): answered by the new route, scored on a thread."""
     import threading
 
-    svc = _service(tmp_path)
     shadow = tmp_path / "shadow.onnx"
     train_churn_onnx(shadow, seed=1)
     push_model(svc.log, shadow, "churn-shadow")
@@ -204,4 +200,3 @@ def test_requests_gathered_before_a_route_change_are_answered_by_the_new_route(
         svc.stop()
     assert on_loop == [False]
     assert [(a.status, a.route_version) for a in answers] == [("ok", version)] * 3
-    svc.log.close()

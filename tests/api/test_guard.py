@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from eventml.api._service import ApiOptions, Service
 from eventml.api.app import Guard
@@ -21,9 +24,10 @@ async def _slow_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-def _guard(tmp_path: Path) -> Guard:
-    log = open_log(str(tmp_path / "log"))
-    return Guard(_slow_app, Service(log, Settings(), ApiOptions(timeout_s=0.2), Metrics()))
+@pytest.fixture
+def guard(tmp_path: Path) -> Iterator[Guard]:
+    with open_log(str(tmp_path / "log")) as log:
+        yield Guard(_slow_app, Service(log, Settings(), ApiOptions(timeout_s=0.2), Metrics()))
 
 
 async def _call(guard: Guard, path: str = "/slow") -> list[Any]:
@@ -40,9 +44,8 @@ async def _call(guard: Guard, path: str = "/slow") -> list[Any]:
     return sent
 
 
-def test_each_event_loop_gets_its_own_timer(tmp_path: Path) -> None:
+def test_each_event_loop_gets_its_own_timer(guard: Guard) -> None:
     """A guard reused on a second loop (an embedding app, a test client) still times out."""
-    guard = _guard(tmp_path)
     fast = asyncio.run(_call(guard, "/fast"))  # its loop ends with the timer still set
     assert (fast[0]["status"], fast[1]["body"]) == (200, b"{}")
     for _ in range(2):
@@ -53,10 +56,9 @@ def test_each_event_loop_gets_its_own_timer(tmp_path: Path) -> None:
     assert len(guard._running) == 0
 
 
-def test_a_cancel_that_is_not_the_timers_is_kept(tmp_path: Path) -> None:
+def test_a_cancel_that_is_not_the_timers_is_kept(guard: Guard) -> None:
     """Cancelled by its timeout and by someone else (a shutdown) in the same turn: the
     request ends cancelled, as asyncio.timeout would leave it, instead of answering 503."""
-    guard = _guard(tmp_path)
 
     async def main() -> tuple[bool, list[Any]]:
         loop = asyncio.get_running_loop()

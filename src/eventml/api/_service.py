@@ -402,7 +402,7 @@ class Service:
         and when that call raises (a row no log event can hold, the log closing), each
         request again on its own, so that one request's failure is only its own."""
         try:
-            answers = self._predict_timed(key, gather.records, gather.rows)
+            answers = self._predict_timed(key, gather.records, gather.rows())
         except Exception as exc:
             if len(gather.waiting) == 1:
                 return [exc]
@@ -412,7 +412,7 @@ class Service:
         for start, end, _ in gather.waiting:
             try:
                 found.append(
-                    self._predict_timed(key, gather.records[start:end], gather.rows[start:end])
+                    self._predict_timed(key, gather.records[start:end], list(range(end - start)))
                 )
             except Exception as exc:
                 found.append(exc)
@@ -538,25 +538,28 @@ class Service:
 class _Gather:
     """Requests for one route waiting for the event loop's next turn, answered together."""
 
-    __slots__ = ("records", "rows", "waiting")
+    __slots__ = ("records", "waiting")
 
     def __init__(self) -> None:
         self.records: list[ev.Record] = []
-        self.rows: list[int] = []
         self.waiting: list[tuple[int, int, asyncio.Future[list[Answer]]]] = []
+        """Each request's records (``records[start:end]``) and where its answers go."""
 
     def add(self, records: list[ev.Record], done: asyncio.Future[list[Answer]]) -> None:
         start = len(self.records)
         self.records += records
-        self.rows += range(len(records))
         self.waiting.append((start, len(self.records), done))
+
+    def rows(self) -> list[int]:
+        """Where each record stands in its own request."""
+        return [i for start, end, _ in self.waiting for i in range(end - start)]
 
     def drop_done(self) -> None:
         """Forget the requests already done (cancelled by their timeout)."""
         if all(not done.done() for _, _, done in self.waiting):
             return
         kept = [(self.records[a:b], done) for a, b, done in self.waiting if not done.done()]
-        self.records, self.rows, self.waiting = [], [], []
+        self.records, self.waiting = [], []
         for records, done in kept:
             self.add(records, done)
 

@@ -197,9 +197,8 @@ class _App(Starlette):
         await self.guard(scope, receive, send)
 
     async def _stack(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.middleware_stack is None:
-            self.middleware_stack = self.build_middleware_stack()
-        await self.middleware_stack(scope, receive, send)
+        """Starlette's own entry: its middleware, then the router."""
+        await super().__call__(scope, receive, send)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -286,14 +286,15 @@ class _Store:
         return self.folder / f"{self.name}+{_mark(_json.encode(starts))[:16]}.arrow"
 
     def _load(self) -> None:
-        found = self._read(self._base())
+        have = self.log.end_offsets(self.topic) if self.topic in self.log.topics() else []
+        found = self._read(self._base(), have)
         if found is None:
             return
         tables, meta = [found[0]], found[1]
         while len(tables) <= _SEGMENTS:
             path = self._segment(meta["ends"])
             try:
-                more = self._read(path) if path.is_file() else None
+                more = self._read(path, have) if path.is_file() else None
             except (OSError, KeyError, TypeError, ValueError, pa.ArrowException):
                 more = None
             if more is None or more[1]["starts"] != meta["ends"]:
@@ -307,15 +308,15 @@ class _Store:
         )
         self.table, self.ends, self.meta, self.files = table, meta["ends"], meta, len(tables)
 
-    def _read(self, path: Path) -> tuple[pa.Table, dict[str, Any]] | None:
-        """One file's table and metadata, None unless the log still holds what it folded."""
+    def _read(self, path: Path, have: list[int]) -> tuple[pa.Table, dict[str, Any]] | None:
+        """One file's table and metadata, None unless the log (whose end offsets are
+        ``have``) still holds what it folded."""
         with pa.memory_map(str(path)) as source:
             table = pa.ipc.open_file(source).read_all()
         meta = msgspec.json.decode((table.schema.metadata or {})[b"eventml.fold"])
         if meta["format"] != _FOLD_FORMAT:
             return None
         ends: list[int] = meta["ends"]
-        have = self.log.end_offsets(self.topic) if self.topic in self.log.topics() else []
         if len(ends) > len(have) or any(e > h for e, h in zip(ends, have, strict=False)):
             return None
         for partition, (end, mark) in enumerate(zip(ends, meta["marks"], strict=True)):

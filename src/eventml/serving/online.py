@@ -371,20 +371,19 @@ class Rendezvous:
         plan = self._plan(endpoint)
         if plan is None or plan.solo is None or any(r.endpoint != endpoint for r in records):
             return [self.predict(r) for r in records]
-        return self._solo(plan, records, arrival, rows=rows)
+        return self._solo(plan, records, arrival, rows)
 
     def _solo(
         self,
         plan: _Plan,
         records: Sequence[ev.Record],
         arrival: float,
-        row: int = 0,
         rows: Sequence[int] | None = None,
     ) -> list[Answer]:
         """Answer records with a route's only model: one call, one prediction event each.
 
-        ``row``: where a lone record stands in its request, so an error names that row;
-        ``rows``: the same for each of several records (default: their order).
+        ``rows``: where each record stands in its request, so an error names that row
+        (default: their order).
         """
         solo = plan.solo
         if solo is None:
@@ -398,9 +397,10 @@ class Rendezvous:
         except Exception as exc:  # a model's own failure: recorded as the row's error
             if n > 1:  # which rows fail is a per-row fact: answer each alone, as requests
                 return [
-                    self._solo(plan, [r], time.perf_counter(), rows[i] if rows else i)[0]
+                    self._solo(plan, [r], time.perf_counter(), [rows[i] if rows else i])[0]
                     for i, r in enumerate(records)
                 ]
+            row = rows[0] if rows else 0
             if isinstance(exc, SchemaMismatch) and exc.row == 0 and exc.where == "row 0" and row:
                 exc = SchemaMismatch(exc.message, where=f"row {row}", row=row)
             outputs, error = [], error_text(exc)
