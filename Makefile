@@ -9,22 +9,29 @@ UV     := $(BIN)/uv pip install --quiet --python $(BIN)/python
 
 .PHONY: demo test lint typecheck unit bench lock clean
 
+# eventml has one compiled module (src/eventml/_kernels.c, built by setup.py on install)
+BUILD_DEPS := setup.py src/eventml/_kernels.c
+CHECK_CC = @command -v $${CC:-cc} >/dev/null || { echo "expected a C compiler to build src/eventml/_kernels.c, got no '$${CC:-cc}' on PATH (Debian: apt-get install gcc python3-dev)"; exit 1; }
+
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-$(VENV)/.runtime: $(BIN)/uv requirements/runtime.txt pyproject.toml
+$(VENV)/.runtime: $(BIN)/uv requirements/runtime.txt pyproject.toml $(BUILD_DEPS)
+	$(CHECK_CC)
 	$(UV) -r requirements/runtime.txt
 	$(UV) --no-deps -e .
 	touch $@
 
-$(VENV)/.test: $(BIN)/uv requirements/test.txt pyproject.toml
+$(VENV)/.test: $(BIN)/uv requirements/test.txt pyproject.toml $(BUILD_DEPS)
+	$(CHECK_CC)
 	$(UV) -r requirements/test.txt
 	$(UV) --no-deps -e .
 	touch $@ $(VENV)/.runtime $(VENV)/.demo
 
 # The demo trains models, so it installs the sklearn extra (locked in requirements/demo.txt).
-$(VENV)/.demo: $(BIN)/uv requirements/demo.txt pyproject.toml
+$(VENV)/.demo: $(BIN)/uv requirements/demo.txt pyproject.toml $(BUILD_DEPS)
+	$(CHECK_CC)
 	$(UV) -r requirements/demo.txt
 	$(UV) --no-deps -e .
 	touch $@

@@ -13,10 +13,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from eventml import _kernels
 from eventml.errors import ModelRejected, SchemaMismatch
 
 from ._base import (
@@ -80,6 +82,30 @@ class Results:
     labels: npt.NDArray[np.int64] | None = None  # [S, n], -1 = missing
     ranks: Callable[[npt.NDArray[np.int64]], FloatArray] | None = None
     """For some rows, [S, rows, k]: the position of each class in each segment's own list."""
+    leaves: npt.NDArray[np.int64] | None = None  # [S, n]: when every segment is a forest tree
+    node_probs: FloatArray | None = None  # [nodes, k]: probs is node_probs[leaves], unbuilt
+
+    def segment_probs(self, rows: Any = slice(None)) -> FloatArray:
+        """``probs[:, rows]``, gathered from the leaves when probs was never built."""
+        if self.probs is not None:
+            return self.probs[:, rows]
+        assert self.leaves is not None
+        assert self.node_probs is not None
+        return np.take(self.node_probs, self.leaves[:, rows], axis=0, mode="clip")
+
+    def summed(self, weights: FloatArray | None) -> FloatArray:
+        """Per row, the sum over segments of ``weights[s] * probs[s]`` (every row counted),
+        in segment order: from the leaves in one compiled pass when probs was never built."""
+        if self.leaves is None or self.node_probs is None:
+            p = self.segment_probs()
+            return np.asarray(
+                p.sum(axis=0) if weights is None else (weights[:, None, None] * p).sum(axis=0)
+            )
+        n = self.leaves.shape[1]
+        out = np.empty((n, self.node_probs.shape[1]))
+        w = None if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
+        _kernels.sum_rows(self.node_probs, max(out.shape[1], 1), self.leaves, w, out)
+        return out
 
 
 class MiningCore(Core):
@@ -246,6 +272,7 @@ class MiningCore(Core):
         values = None if classify else np.full((count, n), np.nan)
         all_trees = len(self.forest_segments) == count
         probs = np.full((count, n, k), np.nan) if classify and not all_trees else None
+        leaves = None
         labels = np.full((count, n), -1, dtype=np.int64) if classify else None
         static_ranks = np.full((count, k), np.inf)
         trees = [s for s, segment in enumerate(self.segments) if segment.model is None]
@@ -258,8 +285,8 @@ class MiningCore(Core):
                 values[trees] = np.take(self.tree_core.values, leaf, mode="clip")
             else:
                 assert labels is not None
-                if probs is None:  # every segment is a tree of the forest, in order
-                    probs = np.take(self.node_probs, leaf, axis=0, mode="clip")
+                if probs is None:  # every segment is a tree of the forest: gathered when read
+                    leaves = np.ascontiguousarray(leaf, dtype=np.int64)
                 else:
                     probs[trees] = self.node_probs[leaf]
                 labels[trees] = np.take(self.node_labels, leaf, mode="clip")
@@ -270,7 +297,7 @@ class MiningCore(Core):
             if values is not None:
                 values[s] = prediction.value if prediction.value is not None else np.nan
                 continue
-            assert probs is not None
+            assert probs is not None  # a segment that is not a tree: probs was built
             assert labels is not None
             aligned = _align(prediction, self.classes, self.where)
             probs[s] = aligned.probabilities
@@ -286,7 +313,10 @@ class MiningCore(Core):
                 out[trees] = self.node_ranks[nodes[[self.segments[s].tree for s in trees]][:, rows]]
             return out
 
-        return Results(fired, values, probs, labels, ranks if classify else None)
+        node_probs = self.node_probs if leaves is not None else None
+        return Results(
+            fired, values, probs, labels, ranks if classify else None, leaves, node_probs
+        )
 
     @staticmethod
     def _evaluate_fired(model: Model, env: Env, fired: BoolArray) -> Prediction:
@@ -334,39 +364,34 @@ class MiningCore(Core):
         return np.asarray(np.where(row_missing, np.nan, out))
 
     def _classification(self, env: Env, results: Results) -> Prediction:
-        assert results.probs is not None
         assert results.labels is not None
+        if self.method in ("majorityVote", "weightedMajorityVote"):
+            return self._vote(env, results)
         row_missing, counted = self._missing(results)
         count, n = counted.shape
         k = len(self.classes)
-        weights = np.array([s.weight for s in self.segments])[:, None] * counted
-        first: FloatArray | None = None
-        if self.method in ("majorityVote", "weightedMajorityVote"):
-            return self._vote(env, results)
+        segment_weights = np.array([s.weight for s in self.segments])
+        weights = segment_weights[:, None] * counted
+        weighted = self.method == "weightedAverage"
+        if counted.all():
+            total = results.summed(segment_weights if weighted else None)
         else:
-            p = (
-                results.probs
-                if counted.all()
-                else np.where(counted[:, :, None], results.probs, 0.0)
-            )
-            if self.method == "weightedAverage":
-                probs = (weights[:, :, None] * p).sum(axis=0)
-                probs = probs / np.where(weights.sum(axis=0) == 0, 1, weights.sum(axis=0))[:, None]
-            else:
-                probs = p.sum(axis=0) / np.maximum(counted.sum(axis=0), 1)[:, None]
-            scores = probs
+            p = np.where(counted[:, :, None], results.segment_probs(), 0.0)
+            total = (weights[:, :, None] * p).sum(axis=0) if weighted else p.sum(axis=0)
+        if weighted:
+            probs = total / np.where(weights.sum(axis=0) == 0, 1, weights.sum(axis=0))[:, None]
+        else:
+            probs = total / np.maximum(counted.sum(axis=0), 1)[:, None]
+        scores = probs
         best = scores.max(axis=1, keepdims=True)
         winner = np.argmax(scores, axis=1)
         tied = np.flatnonzero((scores == best).sum(axis=1) > 1)
         if tied.size:
-            if first is None:
-                assert results.ranks is not None
-                present = counted[:, tied, None] & ~np.isnan(results.probs[:, tied])
-                seen = np.where(present, results.ranks(tied), np.inf)
-                seen = seen + np.arange(count)[:, None, None] * (k + 1)
-                first_tied = seen.min(axis=0)
-            else:
-                first_tied = first[tied]
+            assert results.ranks is not None
+            present = counted[:, tied, None] & ~np.isnan(results.segment_probs(tied))
+            seen = np.where(present, results.ranks(tied), np.inf)
+            seen = seen + np.arange(count)[:, None, None] * (k + 1)
+            first_tied = seen.min(axis=0)
             candidates = scores[tied] == best[tied]
             winner[tied] = np.argmin(np.where(candidates, first_tied, np.inf), axis=1)
         labels = np.array(self.classes, dtype=object)[winner]
@@ -423,9 +448,8 @@ class MiningCore(Core):
         rows = np.arange(n)
         if results.values is not None:
             return Prediction(n, value=np.where(none, np.nan, results.values[chosen, rows]))
-        assert results.probs is not None
         assert results.labels is not None
-        probs = results.probs[chosen, rows]
+        probs = results.segment_probs()[chosen, rows]
         probs[none] = np.nan
         index = results.labels[chosen, rows]
         labels = np.array([*self.classes, None], dtype=object)[

@@ -12,7 +12,7 @@ refused, as JPMML refuses them.
 Numeric comparisons are table lookups: outcome ``o`` = 0 (x < t), 1 (x == t), 2 (x > t) and an
 operator is a 3-bit mask of the outcomes it accepts, so ``lessOrEqual`` at the threshold holds
 exactly in float64 (thresholds of ``float`` fields are rounded to float32 like the inputs). Batches
-without a missing input take the one-comparison-per-level walks of ``_binary.py``.
+without a missing input take the compiled one-comparison-per-level walk of ``_binary.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy.typing as npt
 from eventml.errors import ModelRejected
 
 from ._base import Context, Core, ModelInfo, Prediction, canonical, register
-from ._binary import BinaryTables, binary_tables, walk_chains, walk_paired
+from ._binary import BinaryTables, binary_tables, walk
 from ._fields import Env
 from ._predicates import PREDICATE_TAGS, Constant, Predicate, Simple, find_predicate
 from ._values import FloatArray
@@ -200,22 +200,16 @@ class FrozenForest:
     has_score: npt.NDArray[np.bool_]
     binary: BinaryTables | None
 
-    def walk(self, env: Env) -> IntArray:
-        """The result node of every (tree, row), shape [trees, n]; -1 = no prediction."""
+    def walk(self, env: Env) -> tuple[IntArray, bool]:
+        """The result node of every (tree, row), shape [trees, n], -1 = no prediction; and
+        whether every result is a leaf (the binary walk, which always ends in one)."""
         n = env.n
         matrix = np.empty((n, max(len(self.fields), 1)))
         for j, name in enumerate(self.fields):
             matrix[:, j] = env.get(name).floats()
         if self.binary is not None and not self.general and np.isfinite(matrix).all():
-            return self._walk_binary(matrix, self.binary)
-        return self._walk(env, matrix)
-
-    def _walk_binary(self, matrix: FloatArray, tables: BinaryTables) -> IntArray:
-        """All inputs present and finite: one comparison per level (see ``_binary.py``)."""
-        small = matrix.size < 2**31 and len(tables.left) < 2**31
-        if tables.paired is not None and small:
-            return walk_paired(tables.paired, matrix, tables.depth)
-        return walk_chains(tables, self.roots, matrix)
+            return walk(self.binary, self.roots, matrix), True  # one comparison per level
+        return self._walk(env, matrix), False
 
     def _walk(self, env: Env, matrix: FloatArray) -> IntArray:
         n, trees = env.n, len(self.roots)
@@ -317,6 +311,9 @@ class TreeCore(Core):
         self.function = function
         self.where = where
         self.frozen = forest.freeze()
+        self.leaves_scored = all(
+            s is not None for s, c in zip(forest.scores, forest.children, strict=True) if not c
+        )
         self.lines = forest.lines
         n_nodes = len(forest.scores)
         if function == "regression":
@@ -359,7 +356,9 @@ class TreeCore(Core):
 
     def leaves(self, env: Env) -> IntArray:
         """Result node per (tree, row); rows ending without a score raise, as in JPMML."""
-        nodes = self.frozen.walk(env)
+        nodes, at_leaves = self.frozen.walk(env)
+        if at_leaves and self.leaves_scored:
+            return nodes
         ended = nodes >= 0
         if ended.all() and self.frozen.has_score.all():
             return nodes
