@@ -82,8 +82,19 @@ class Results:
     labels: npt.NDArray[np.int64] | None = None  # [S, n], -1 = missing
     ranks: Callable[[npt.NDArray[np.int64]], FloatArray] | None = None
     """For some rows, [S, rows, k]: the position of each class in each segment's own list."""
-    leaves: npt.NDArray[np.int64] | None = None  # [S, n]: when every segment is a forest tree
-    node_probs: FloatArray | None = None  # [nodes, k]: probs is node_probs[leaves], unbuilt
+    # When every segment is a tree of the forest, probs is node_probs[leaves], gathered only
+    # where read; so are the labels when every tree ended on a scored node (none missing).
+    leaves: npt.NDArray[np.int64] | None = None  # [S, n]
+    node_probs: FloatArray | None = None  # [nodes, k]
+    node_labels: npt.NDArray[np.int64] | None = None  # [nodes]
+
+    def segment_labels(self) -> npt.NDArray[np.int64]:
+        """``labels``, gathered from the leaves when it was never built."""
+        if self.labels is not None:
+            return self.labels
+        assert self.leaves is not None
+        assert self.node_labels is not None
+        return np.take(self.node_labels, self.leaves, mode="clip")
 
     def segment_probs(self, rows: Any = slice(None)) -> FloatArray:
         """``probs[:, rows]``, gathered from the leaves when probs was never built."""
@@ -273,22 +284,23 @@ class MiningCore(Core):
         all_trees = len(self.forest_segments) == count
         probs = np.full((count, n, k), np.nan) if classify and not all_trees else None
         leaves = None
-        labels = np.full((count, n), -1, dtype=np.int64) if classify else None
+        labels = np.full((count, n), -1, dtype=np.int64) if classify and not all_trees else None
         static_ranks = np.full((count, k), np.inf)
         trees = [s for s, segment in enumerate(self.segments) if segment.model is None]
         nodes = None
         if self.tree_core is not None and self.forest is not None:
-            nodes = self.tree_core.leaves(env)
+            nodes, scored = self.tree_core.leaves(env)
             tree_index = [self.segments[s].tree for s in trees]
             leaf = nodes if tree_index == list(range(len(nodes))) else nodes[tree_index]
             if values is not None:
                 values[trees] = np.take(self.tree_core.values, leaf, mode="clip")
+            elif probs is None:  # every segment is a tree of the forest: gathered when read
+                leaves = np.ascontiguousarray(leaf, dtype=np.int64)
+                if not scored:  # some rows have no prediction: -1 labels, read now
+                    labels = np.take(self.node_labels, leaf, mode="clip")
             else:
                 assert labels is not None
-                if probs is None:  # every segment is a tree of the forest: gathered when read
-                    leaves = np.ascontiguousarray(leaf, dtype=np.int64)
-                else:
-                    probs[trees] = self.node_probs[leaf]
+                probs[trees] = self.node_probs[leaf]
                 labels[trees] = np.take(self.node_labels, leaf, mode="clip")
         for s, segment in enumerate(self.segments):
             if segment.model is None:
@@ -313,10 +325,11 @@ class MiningCore(Core):
                 out[trees] = self.node_ranks[nodes[[self.segments[s].tree for s in trees]][:, rows]]
             return out
 
-        node_probs = self.node_probs if leaves is not None else None
         return Results(
-            fired, values, probs, labels, ranks if classify else None, leaves, node_probs
-        )
+            fired, values, probs, labels, ranks if classify else None, leaves,
+            self.node_probs if leaves is not None else None,
+            self.node_labels if leaves is not None else None,
+        )  # fmt: skip
 
     @staticmethod
     def _evaluate_fired(model: Model, env: Env, fired: BoolArray) -> Prediction:
@@ -331,8 +344,9 @@ class MiningCore(Core):
         """(rows whose result is missing, segments that count) after missingPredictionTreatment."""
         if results.values is not None:
             seg_missing = np.isnan(results.values)
+        elif results.labels is None:  # unbuilt: every tree ended on a scored node
+            return np.asarray(~results.fired.any(axis=0)), results.fired
         else:
-            assert results.labels is not None
             seg_missing = results.labels < 0
         bad = results.fired & seg_missing
         counted = results.fired & ~seg_missing
@@ -364,24 +378,27 @@ class MiningCore(Core):
         return np.asarray(np.where(row_missing, np.nan, out))
 
     def _classification(self, env: Env, results: Results) -> Prediction:
-        assert results.labels is not None
         if self.method in ("majorityVote", "weightedMajorityVote"):
             return self._vote(env, results)
         row_missing, counted = self._missing(results)
         count, n = counted.shape
         k = len(self.classes)
         segment_weights = np.array([s.weight for s in self.segments])
-        weights = segment_weights[:, None] * counted
         weighted = self.method == "weightedAverage"
-        if counted.all():
+        if counted.all():  # the same divisor for every row, summed in the same order
             total = results.summed(segment_weights if weighted else None)
+            divisor = 0.0 if weighted else float(count)
+            for w in segment_weights.tolist() if weighted else ():
+                divisor += w
+            probs = total / (divisor or 1.0)
         else:
+            weights = segment_weights[:, None] * counted
             p = np.where(counted[:, :, None], results.segment_probs(), 0.0)
-            total = (weights[:, :, None] * p).sum(axis=0) if weighted else p.sum(axis=0)
-        if weighted:
-            probs = total / np.where(weights.sum(axis=0) == 0, 1, weights.sum(axis=0))[:, None]
-        else:
-            probs = total / np.maximum(counted.sum(axis=0), 1)[:, None]
+            if weighted:
+                total = (weights[:, :, None] * p).sum(axis=0)
+                probs = total / np.where(weights.sum(axis=0) == 0, 1, weights.sum(axis=0))[:, None]
+            else:
+                probs = p.sum(axis=0) / np.maximum(counted.sum(axis=0), 1)[:, None]
         scores = probs
         best = scores.max(axis=1, keepdims=True)
         winner = np.argmax(scores, axis=1)
@@ -406,7 +423,7 @@ class MiningCore(Core):
         those votes outweigh every class, and JPMML refuses the record when no segment has a
         prediction. Probabilities are each class's share of the votes that name a class.
         """
-        assert results.labels is not None
+        labels = results.segment_labels()
         fired = results.fired
         count, n = fired.shape
         weights = np.array([s.weight for s in self.segments])[:, None] * np.ones((1, n))
@@ -416,12 +433,12 @@ class MiningCore(Core):
         first = np.full((n, len(self.classes)), np.inf)
         absent = np.zeros(n)
         for s in range(count):
-            named = fired[s] & (results.labels[s] >= 0)
+            named = fired[s] & (labels[s] >= 0)
             rows = np.flatnonzero(named)
-            cls = results.labels[s][named]
+            cls = labels[s][named]
             np.add.at(scores, (rows, cls), weights[s][named])
             first[rows, cls] = np.minimum(first[rows, cls], s)
-            absent += np.where(fired[s] & (results.labels[s] < 0), weights[s], 0.0)
+            absent += np.where(fired[s] & (labels[s] < 0), weights[s], 0.0)
         total = scores.sum(axis=1)
         empty = total == 0  # no segment named a class: JPMML's "Empty classification"
         if empty.any():
@@ -448,10 +465,9 @@ class MiningCore(Core):
         rows = np.arange(n)
         if results.values is not None:
             return Prediction(n, value=np.where(none, np.nan, results.values[chosen, rows]))
-        assert results.labels is not None
         probs = results.segment_probs()[chosen, rows]
         probs[none] = np.nan
-        index = results.labels[chosen, rows]
+        index = results.segment_labels()[chosen, rows]
         labels = np.array([*self.classes, None], dtype=object)[
             np.where(none | (index < 0), -1, index)
         ]

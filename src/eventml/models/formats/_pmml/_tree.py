@@ -354,24 +354,28 @@ class TreeCore(Core):
                     row[index[label]] = p
             self.probabilities[i] = row
 
-    def leaves(self, env: Env) -> IntArray:
-        """Result node per (tree, row); rows ending without a score raise, as in JPMML."""
+    def leaves(self, env: Env) -> tuple[IntArray, bool]:
+        """Result node per (tree, row), the slot ``len(lines)`` for no prediction; and whether
+        every result is a scored node. Rows ending on a node without a score raise, as in
+        JPMML."""
         nodes, at_leaves = self.frozen.walk(env)
         if at_leaves and self.leaves_scored:
-            return nodes
+            return nodes, True
         ended = nodes >= 0
         if ended.all() and self.frozen.has_score.all():
-            return nodes
+            return nodes, True
         bad = ended & ~self.frozen.has_score[np.where(ended, nodes, 0)]
         if bad.any():
             line = self.lines[int(nodes[bad][0])]
             raise ModelRejected(
                 f"scoring ended in a Node without a score (line {line})", where=self.where
             )
-        return np.where(ended, nodes, len(self.lines))
+        if ended.all():
+            return nodes, True
+        return np.where(ended, nodes, len(self.lines)), False
 
     def predict(self, env: Env) -> Prediction:
-        nodes = self.leaves(env)[0]
+        nodes = self.leaves(env)[0][0]
         if self.function == "regression":
             return Prediction(env.n, value=self.values[nodes])
         return Prediction.from_probabilities(
