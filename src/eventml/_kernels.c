@@ -1,6 +1,6 @@
-/* Compiled loops for the two places where numpy needs many passes over memory for what is
- * one pass row by row (written by hand: no well-kept library reads MessagePack maps or
- * Python dicts straight into a matrix, or walks PMML's trees with JPMML's comparisons).
+/* Compiled loops for the places where numpy needs many passes over memory for what is one
+ * pass row by row (written by hand: no well-kept library reads MessagePack maps or Python
+ * dicts straight into a matrix, or walks PMML's trees with JPMML's comparisons).
  *
  * read_maps   every record's encoded feature map against one known layout, values read
  *             into a matrix; any map that differs from the layout outside its value bytes
@@ -11,39 +11,126 @@
  * sum_rows    per row, the (weighted) sum of one table row per segment: a forest's leaf
  *             probabilities averaged without the [trees, rows, classes] array between.
  *
- * Every function checks the shapes and indexes it is given before it reads anything, so a
- * wrong call raises ValueError instead of reading out of bounds. The eventml modules that
- * call them (models/_rows.py, models/formats/_pmml/_binary.py) document the layouts.
+ * Every function checks what it is given before it reads: formats, sizes (without
+ * overflow), alignment, and every index it will follow. Small index arrays are copied
+ * first and the copies checked, so neither an output that overlaps them nor another thread
+ * (the tree walk and the sums run without the GIL) can change an index after its check;
+ * the large index of sum_rows is checked where it is read. A wrong call raises ValueError
+ * instead of reading or writing out of bounds (tests/models/test_kernels.py). The eventml
+ * modules that call them (models/_rows.py, models/formats/_pmml/_binary.py and _mining.py)
+ * document the layouts.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
 
-/* A buffer of `count` items of the given struct format ("q" int64, "d" float64, "f" float32),
- * C-contiguous, writable when asked. */
+#if !defined(__GNUC__)
+/* sums must round step by step like numpy's (gcc and clang: -ffp-contract=off, setup.py) */
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+/* a * b into *out, or ValueError if either is negative or the product overflows */
+static int
+product(Py_ssize_t a, Py_ssize_t b, Py_ssize_t *out, const char *what)
+{
+    if (a < 0 || b < 0 || (b != 0 && a > PY_SSIZE_T_MAX / b)) {
+        PyErr_Format(PyExc_ValueError, "expected sizes that fit in memory for %s, got %zd x %zd",
+                     what, a, b);
+        return -1;
+    }
+    *out = a * b;
+    return 0;
+}
+
+/* The struct format of a buffer without a byte-order prefix that means this machine's. */
+static const char *
+native_format(const Py_buffer *view)
+{
+    const char *f = view->format ? view->format : "B";
+#if PY_LITTLE_ENDIAN
+    if (f[0] == '<') {
+        return f + 1;
+    }
+#else
+    if (f[0] == '>' || f[0] == '!') {
+        return f + 1;
+    }
+#endif
+    return (f[0] == '@' || f[0] == '=') ? f + 1 : f;
+}
+
+/* Acquire `obj` as C-contiguous, aligned items of `format` ("q" int64, "d" float64, or
+ * "df": float64 or float32, *single set for float32); `count` items unless count < 0. */
 static int
 take_buffer(PyObject *obj, Py_buffer *view, const char *name, const char *format,
-            Py_ssize_t count, int writable)
+            Py_ssize_t count, int writable, int *single)
 {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0) {
         return -1;
     }
-    const char *got = view->format ? view->format : "B";
-    if (got[0] == '<' || got[0] == '=' || got[0] == '@') {
-        got++;
+    const char *got = native_format(view);
+    int same;
+    if (strcmp(format, "q") == 0) {
+        same = (strcmp(got, "q") == 0 || strcmp(got, "l") == 0) && view->itemsize == 8;
     }
-    int same = strcmp(got, format) == 0 ||
-               (strcmp(format, "q") == 0 && strcmp(got, "l") == 0 && view->itemsize == 8);
-    if (!same || (count >= 0 && view->len != count * view->itemsize)) {
-        PyErr_Format(PyExc_ValueError,
-                     "expected %s as %zd items of format '%s', got %zd bytes of format '%s'",
-                     name, count, format, view->len, view->format ? view->format : "B");
+    else if (strcmp(format, "df") == 0) {
+        *single = strcmp(got, "f") == 0 && view->itemsize == 4;
+        same = *single || (strcmp(got, "d") == 0 && view->itemsize == 8);
+    }
+    else {
+        same = strcmp(got, format) == 0 && view->itemsize == 8;
+    }
+    Py_ssize_t size = 0;
+    if (same && count >= 0 && product(count, view->itemsize, &size, name) < 0) {
+        PyBuffer_Release(view);
+        return -1;
+    }
+    const char *type = strcmp(format, "q") == 0   ? "int64"
+                       : strcmp(format, "d") == 0 ? "float64"
+                                                  : "float64 or float32";
+    if (!same || (count >= 0 && view->len != size)) {
+        if (count >= 0) {
+            PyErr_Format(PyExc_ValueError, "expected %s as %zd %s items, got %zd bytes of "
+                         "format '%s'", name, count, type, view->len,
+                         view->format ? view->format : "B");
+        }
+        else {
+            PyErr_Format(PyExc_ValueError, "expected %s as %s items, got format '%s'", name,
+                         type, view->format ? view->format : "B");
+        }
+        PyBuffer_Release(view);
+        return -1;
+    }
+    if ((uintptr_t)view->buf % (uintptr_t)view->itemsize != 0) {
+        PyErr_Format(PyExc_ValueError, "expected %s aligned to its %zd-byte items", name,
+                     view->itemsize);
         PyBuffer_Release(view);
         return -1;
     }
     return 0;
+}
+
+/* A private copy of an int64 buffer (count items, or any number if count < 0): checked
+ * once, it cannot change afterwards. Returns NULL with an exception set on failure. */
+static int64_t *
+copy_int64(PyObject *obj, const char *name, Py_ssize_t count, Py_ssize_t *got)
+{
+    Py_buffer view;
+    if (take_buffer(obj, &view, name, "q", count, 0, NULL) < 0) {
+        return NULL;
+    }
+    *got = view.len / 8;
+    int64_t *copy = PyMem_Malloc(view.len ? (size_t)view.len : 1);
+    if (copy == NULL) {
+        PyErr_NoMemory();
+    }
+    else {
+        memcpy(copy, view.buf, (size_t)view.len);
+    }
+    PyBuffer_Release(&view);
+    return copy;
 }
 
 static inline uint64_t
@@ -103,90 +190,68 @@ store(void *out, int single, Py_ssize_t at, double value)
     }
 }
 
-/* The output matrix: float64 ("d") or float32 ("f"), rows * width items. */
-static int
-take_out(PyObject *obj, Py_buffer *view, Py_ssize_t count, int *single)
-{
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
-        return -1;
-    }
-    const char *f = view->format ? view->format : "B";
-    if (f[0] == '<' || f[0] == '=' || f[0] == '@') {
-        f++;
-    }
-    *single = strcmp(f, "f") == 0;
-    if ((!*single && strcmp(f, "d") != 0) || view->len != count * view->itemsize) {
-        PyErr_Format(PyExc_ValueError,
-                     "expected out as %zd float64 or float32 items, got %zd bytes of format '%s'",
-                     count, view->len, view->format ? view->format : "B");
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
-
 PyDoc_STRVAR(read_maps_doc,
 "read_maps(raws, signature, mask, offsets, out) -> bool\n\n"
 "Read one float64 per output column from every encoded map in `raws` (a list of bytes-like\n"
-"objects) into `out` (float64 or float32, len(raws) * len(offsets) items, row-major).\n"
-"A map must be as long as `signature` and equal it wherever `mask` is 0xFF; `offsets`\n"
-"(int64) are where each column's eight big-endian value bytes sit. False, and `out`\n"
-"partly written, as soon as a map does not fit.");
+"objects; anything else raises TypeError) into `out` (float64 or float32, len(raws) *\n"
+"len(offsets) items, row-major). A map must be as long as `signature` and equal it\n"
+"wherever `mask` is 0xFF; `offsets` (int64) are where each column's eight big-endian\n"
+"value bytes sit. False, and `out` partly written, as soon as a map does not fit.");
 
 static PyObject *
 read_maps(PyObject *self, PyObject *args)
 {
-    PyObject *raws, *out_obj;
-    Py_buffer sig, mask, offs, out;
-    if (!PyArg_ParseTuple(args, "O!y*y*y*O:read_maps", &PyList_Type, &raws, &sig, &mask, &offs,
-                          &out_obj)) {
+    PyObject *list, *o_offsets, *o_out;
+    Py_buffer sig, mask, out;
+    if (!PyArg_ParseTuple(args, "O!y*y*OO:read_maps", &PyList_Type, &list, &sig, &mask,
+                          &o_offsets, &o_out)) {
         return NULL;
     }
-    PyObject *result = NULL;
-    Py_ssize_t n = PyList_GET_SIZE(raws), length = sig.len;
-    Py_ssize_t width = offs.len / 8;
+    PyObject *result = NULL, *raws = NULL;
+    int64_t *offsets = NULL;
     int single = 0, have_out = 0;
-    if (mask.len != length || offs.len % 8 != 0) {
-        PyErr_SetString(PyExc_ValueError, "expected a mask as long as the signature, int64 offsets");
+    Py_ssize_t length = sig.len, width = 0, count = 0;
+    if (mask.len != length) {
+        PyErr_Format(PyExc_ValueError, "expected a mask of %zd bytes, got %zd", length,
+                     mask.len);
         goto done;
     }
-    const int64_t *offsets = (const int64_t *)offs.buf;
+    offsets = copy_int64(o_offsets, "offsets", -1, &width);
+    if (offsets == NULL) goto done;
     for (Py_ssize_t j = 0; j < width; j++) {
-        if (offsets[j] < 0 || offsets[j] + 8 > length) {
+        if (offsets[j] < 0 || length < 8 || offsets[j] > length - 8) {
             PyErr_Format(PyExc_ValueError, "expected offsets within a map of %zd bytes, got %lld",
                          length, (long long)offsets[j]);
             goto done;
         }
     }
-    if (take_out(out_obj, &out, n * width, &single) < 0) {
-        goto done;
-    }
+    /* a tuple of the items: their number and lifetimes cannot change while buffers of
+     * other objects are acquired (which may run Python code) */
+    raws = PyList_AsTuple(list);
+    if (raws == NULL) goto done;
+    Py_ssize_t n = PyTuple_GET_SIZE(raws);
+    if (product(n, width, &count, "out") < 0) goto done;
+    if (take_buffer(o_out, &out, "out", "df", count, 1, &single) < 0) goto done;
     have_out = 1;
     const unsigned char *s = sig.buf, *m = mask.buf;
     int ok = 1;
     for (Py_ssize_t r = 0; r < n && ok; r++) {
-        PyObject *item = PyList_GET_ITEM(raws, r);
-        const unsigned char *row;
+        PyObject *item = PyTuple_GET_ITEM(raws, r);
         Py_buffer view;
+        const unsigned char *row;
         int viewed = 0;
+        Py_ssize_t size;
         if (PyBytes_CheckExact(item)) {
             row = (const unsigned char *)PyBytes_AS_STRING(item);
-            if (PyBytes_GET_SIZE(item) != length) {
-                ok = 0;
-                break;
-            }
+            size = PyBytes_GET_SIZE(item);
         }
         else {
-            if (PyObject_GetBuffer(item, &view, PyBUF_SIMPLE) < 0) {
-                goto done;
-            }
+            if (PyObject_GetBuffer(item, &view, PyBUF_SIMPLE) < 0) goto done;
             viewed = 1;
             row = view.buf;
-            if (view.len != length) {
-                ok = 0;
-            }
+            size = view.len;
         }
-        if (ok && fits(row, s, m, length)) {
+        if (size == length && fits(row, s, m, length)) {
             for (Py_ssize_t j = 0; j < width; j++) {
                 store(out.buf, single, r * width + j, load_be_double(row + offsets[j]));
             }
@@ -200,12 +265,11 @@ read_maps(PyObject *self, PyObject *args)
     }
     result = PyBool_FromLong(ok);
 done:
-    if (have_out) {
-        PyBuffer_Release(&out);
-    }
+    if (have_out) PyBuffer_Release(&out);
+    Py_XDECREF(raws);
+    PyMem_Free(offsets);
     PyBuffer_Release(&sig);
     PyBuffer_Release(&mask);
-    PyBuffer_Release(&offs);
     return result;
 }
 
@@ -214,29 +278,25 @@ PyDoc_STRVAR(read_dicts_doc,
 "Read plain dicts (type exactly dict) whose keys are exactly `keys` (a tuple of str), in\n"
 "that order, and whose values are all floats (type exactly float): the value of key i goes\n"
 "to output column columns[i] (int64, below `width`; -1 skips it); `out` is float64 or\n"
-"float32, len(rows) * width items, row-major. False, and\n"
-"`out` partly written, as soon as a row does not fit.");
+"float32, len(rows) * width items, row-major. False, and `out` partly written, as soon as\n"
+"a row does not fit.");
 
 static PyObject *
 read_dicts(PyObject *self, PyObject *args)
 {
-    PyObject *rows, *keys, *out_obj;
-    Py_buffer cols, out;
+    PyObject *rows, *keys, *o_columns, *o_out;
     Py_ssize_t width;
-    if (!PyArg_ParseTuple(args, "O!O!y*nO:read_dicts", &PyList_Type, &rows, &PyTuple_Type, &keys,
-                          &cols, &width, &out_obj)) {
+    if (!PyArg_ParseTuple(args, "O!O!OnO:read_dicts", &PyList_Type, &rows, &PyTuple_Type,
+                          &keys, &o_columns, &width, &o_out)) {
         return NULL;
     }
     PyObject *result = NULL;
-    Py_ssize_t n = PyList_GET_SIZE(rows), count = PyTuple_GET_SIZE(keys);
+    Py_buffer out;
     int single = 0, have_out = 0;
-    if (cols.len != count * 8) {
-        PyErr_Format(PyExc_ValueError, "expected %zd int64 columns, got %zd bytes", count,
-                     cols.len);
-        goto done;
-    }
-    const int64_t *columns = (const int64_t *)cols.buf;
-    for (Py_ssize_t i = 0; i < count; i++) {
+    Py_ssize_t nkeys = PyTuple_GET_SIZE(keys), got = 0, count = 0;
+    int64_t *columns = copy_int64(o_columns, "columns", nkeys, &got);
+    if (columns == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < nkeys; i++) {
         if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(keys, i))) {
             PyErr_SetString(PyExc_ValueError, "expected keys as a tuple of str");
             goto done;
@@ -247,14 +307,23 @@ read_dicts(PyObject *self, PyObject *args)
             goto done;
         }
     }
-    if (take_out(out_obj, &out, n * width, &single) < 0) {
+    /* the list's length is read after out is acquired (which may run Python code); the
+     * loop below runs none (exact dicts, str and floats), so the list cannot change */
+    if (take_buffer(o_out, &out, "out", "df", -1, 1, &single) < 0) goto done;
+    have_out = 1;
+    Py_ssize_t n = PyList_GET_SIZE(rows), size = 0;
+    if (product(n, width, &count, "out") < 0 || product(count, out.itemsize, &size, "out") < 0) {
         goto done;
     }
-    have_out = 1;
+    if (out.len != size) {
+        PyErr_Format(PyExc_ValueError, "expected out as %zd float64 or float32 items, got %zd "
+                     "bytes of format '%s'", count, out.len, out.format ? out.format : "B");
+        goto done;
+    }
     int ok = 1;
     for (Py_ssize_t r = 0; r < n && ok; r++) {
         PyObject *row = PyList_GET_ITEM(rows, r);
-        if (!PyDict_CheckExact(row) || PyDict_GET_SIZE(row) != count) {
+        if (!PyDict_CheckExact(row) || PyDict_GET_SIZE(row) != nkeys) {
             ok = 0;
             break;
         }
@@ -262,29 +331,22 @@ read_dicts(PyObject *self, PyObject *args)
         PyObject *key, *value;
         while (PyDict_Next(row, &pos, &key, &value)) {
             PyObject *want = PyTuple_GET_ITEM(keys, i);
-            /* both exact str (keys checked above): the comparison cannot fail */
+            /* both exact str: the comparison cannot fail or run Python code */
             if ((key != want && (!PyUnicode_CheckExact(key) || PyUnicode_Compare(key, want))) ||
                 !PyFloat_CheckExact(value)) {
                 ok = 0;
                 break;
             }
             if (columns[i] >= 0) {
-                if (single) {
-                    ((float *)out.buf)[r * width + columns[i]] = (float)PyFloat_AS_DOUBLE(value);
-                }
-                else {
-                    ((double *)out.buf)[r * width + columns[i]] = PyFloat_AS_DOUBLE(value);
-                }
+                store(out.buf, single, r * width + columns[i], PyFloat_AS_DOUBLE(value));
             }
             i++;
         }
     }
     result = PyBool_FromLong(ok);
 done:
-    if (have_out) {
-        PyBuffer_Release(&out);
-    }
-    PyBuffer_Release(&cols);
+    if (have_out) PyBuffer_Release(&out);
+    PyMem_Free(columns);
     return result;
 }
 
@@ -292,8 +354,8 @@ PyDoc_STRVAR(walk_trees_doc,
 "walk_trees(roots, left, right, column, threshold, op, depth, matrix, width, out)\n\n"
 "Walk every (tree, row) pair `depth` steps down binary chains and write the node reached\n"
 "to out[tree * rows + row] (int64). Node i compares x = matrix[row * width + column[i]]\n"
-"(float64, row-major) with threshold[i]: the outcome is 0 (x < t), 1 (x == t) or 2\n"
-"(x > t), and the walk goes to left[i] if bit `outcome` of op[i] is set, else right[i].\n"
+"(float64, row-major, finite) with threshold[i]: the outcome is 0 (x < t), 1 (x == t) or\n"
+"2 (x > t), and the walk goes to left[i] if bit `outcome` of op[i] is set, else right[i].\n"
 "A leaf is a node whose left and right are itself. Index arrays are int64.");
 
 #ifndef LANES
@@ -332,44 +394,41 @@ walk_lanes(const struct node *table, int64_t root, const double *rows, Py_ssize_
 static PyObject *
 walk_trees(PyObject *self, PyObject *args)
 {
-    PyObject *objs[7], *out_obj;
+    PyObject *o_roots, *o_left, *o_right, *o_column, *o_threshold, *o_op, *o_matrix, *o_out;
     Py_ssize_t depth, width;
-    Py_buffer b_roots, b_left, b_right, b_column, b_threshold, b_op, b_matrix, b_out;
-    Py_buffer *taken[8];
-    int n_taken = 0;
-    if (!PyArg_ParseTuple(args, "OOOOOOnOnO:walk_trees", &objs[0], &objs[1], &objs[2],
-                          &objs[3], &objs[4], &objs[5], &depth, &objs[6], &width,
-                          &out_obj)) {
+    if (!PyArg_ParseTuple(args, "OOOOOOnOnO:walk_trees", &o_roots, &o_left, &o_right,
+                          &o_column, &o_threshold, &o_op, &depth, &o_matrix, &width, &o_out)) {
         return NULL;
     }
     PyObject *result = NULL;
-    if (take_buffer(objs[0], &b_roots, "roots", "q", -1, 0) < 0) goto done;
-    taken[n_taken++] = &b_roots;
-    if (take_buffer(objs[1], &b_left, "left", "q", -1, 0) < 0) goto done;
-    taken[n_taken++] = &b_left;
-    Py_ssize_t nodes = b_left.len / 8, trees = b_roots.len / 8;
-    if (take_buffer(objs[2], &b_right, "right", "q", nodes, 0) < 0) goto done;
-    taken[n_taken++] = &b_right;
-    if (take_buffer(objs[3], &b_column, "column", "q", nodes, 0) < 0) goto done;
-    taken[n_taken++] = &b_column;
-    if (take_buffer(objs[4], &b_threshold, "threshold", "d", nodes, 0) < 0) goto done;
-    taken[n_taken++] = &b_threshold;
-    if (take_buffer(objs[5], &b_op, "op", "q", nodes, 0) < 0) goto done;
-    taken[n_taken++] = &b_op;
-    if (take_buffer(objs[6], &b_matrix, "matrix", "d", -1, 0) < 0) goto done;
-    taken[n_taken++] = &b_matrix;
-    if (width <= 0 || depth < 0 || (b_matrix.len / 8) % width != 0) {
-        PyErr_Format(PyExc_ValueError, "expected a matrix of rows of %zd values and depth >= 0",
-                     width);
+    Py_ssize_t trees = 0, nodes = 0, got = 0, count = 0;
+    int64_t *roots = NULL, *left = NULL, *right = NULL, *column = NULL, *op = NULL;
+    struct node *table = NULL;
+    Py_buffer b_threshold, b_matrix, b_out;
+    int have_threshold = 0, have_matrix = 0, have_out = 0;
+    if (width <= 0 || width > INT32_MAX || depth < 0) {
+        PyErr_Format(PyExc_ValueError, "expected a matrix of rows of %zd values and depth %zd "
+                     ">= 0", width, depth);
+        return NULL;
+    }
+    if ((roots = copy_int64(o_roots, "roots", -1, &trees)) == NULL) goto done;
+    if ((left = copy_int64(o_left, "left", -1, &nodes)) == NULL) goto done;
+    if ((right = copy_int64(o_right, "right", nodes, &got)) == NULL) goto done;
+    if ((column = copy_int64(o_column, "column", nodes, &got)) == NULL) goto done;
+    if ((op = copy_int64(o_op, "op", nodes, &got)) == NULL) goto done;
+    if (take_buffer(o_threshold, &b_threshold, "threshold", "d", nodes, 0, NULL) < 0) goto done;
+    have_threshold = 1;
+    if (take_buffer(o_matrix, &b_matrix, "matrix", "d", -1, 0, NULL) < 0) goto done;
+    have_matrix = 1;
+    if ((b_matrix.len / 8) % width != 0) {
+        PyErr_Format(PyExc_ValueError, "expected a matrix of rows of %zd values and depth %zd "
+                     ">= 0", width, depth);
         goto done;
     }
     Py_ssize_t n = b_matrix.len / 8 / width;
-    if (take_buffer(out_obj, &b_out, "out", "q", trees * n, 1) < 0) goto done;
-    taken[n_taken++] = &b_out;
-    const int64_t *roots = b_roots.buf, *left = b_left.buf, *right = b_right.buf;
-    const int64_t *column = b_column.buf, *op = b_op.buf;
-    const double *threshold = b_threshold.buf, *matrix = b_matrix.buf;
-    int64_t *out = b_out.buf;
+    if (product(trees, n, &count, "out") < 0) goto done;
+    if (take_buffer(o_out, &b_out, "out", "q", count, 1, NULL) < 0) goto done;
+    have_out = 1;
     for (Py_ssize_t i = 0; i < nodes; i++) {
         if (left[i] < 0 || left[i] >= nodes || right[i] < 0 || right[i] >= nodes ||
             column[i] < 0 || column[i] >= width || op[i] < 0 || op[i] > 7) {
@@ -383,12 +442,12 @@ walk_trees(PyObject *self, PyObject *args)
             goto done;
         }
     }
-    /* one node's fields side by side: a step reads one cache line, not five arrays */
-    struct node *table = PyMem_Malloc(nodes ? nodes * sizeof(struct node) : 1);
+    table = PyMem_Malloc(nodes ? (size_t)nodes * sizeof(struct node) : 1);
     if (table == NULL) {
         PyErr_NoMemory();
         goto done;
     }
+    const double *threshold = b_threshold.buf;
     for (Py_ssize_t i = 0; i < nodes; i++) {
         table[i].threshold = threshold[i];
         table[i].left = left[i];
@@ -396,6 +455,9 @@ walk_trees(PyObject *self, PyObject *args)
         table[i].column = (int32_t)column[i];
         table[i].op = (int32_t)op[i];
     }
+    const double *matrix = b_matrix.buf;
+    int64_t *out = b_out.buf;
+    /* without the GIL: only the private copies are followed; the matrix and out are held */
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t t = 0; t < trees; t++) {
         Py_ssize_t start = 0;
@@ -409,13 +471,18 @@ walk_trees(PyObject *self, PyObject *args)
         }
     }
     Py_END_ALLOW_THREADS
-    PyMem_Free(table);
     result = Py_None;
     Py_INCREF(result);
 done:
-    for (int i = 0; i < n_taken; i++) {
-        PyBuffer_Release(taken[i]);
-    }
+    if (have_out) PyBuffer_Release(&b_out);
+    if (have_matrix) PyBuffer_Release(&b_matrix);
+    if (have_threshold) PyBuffer_Release(&b_threshold);
+    PyMem_Free(table);
+    PyMem_Free(roots);
+    PyMem_Free(left);
+    PyMem_Free(right);
+    PyMem_Free(column);
+    PyMem_Free(op);
     return result;
 }
 
@@ -423,33 +490,37 @@ PyDoc_STRVAR(sum_rows_doc,
 "sum_rows(table, width, index, weights, out)\n\n"
 "For every column r of `index` (int64, [segments, n] row-major): out[r] = the sum over\n"
 "segments s, in order, of weights[s] * table[index[s, r]] (rows of `width` float64; no\n"
-"weights: 1). `weights` is float64 [segments] or None. The first term is stored, each\n"
-"later one added, one multiplication and one addition each (never fused), so the result\n"
-"is bit for bit numpy's (weights[:, :, None] * table[index]).sum(axis=0).");
+"weights: 1). `weights` is float64 [segments] or None. Each term is one multiplication\n"
+"added to the sum so far, which starts at 0.0 (never fused), so the result is bit for bit\n"
+"numpy's (weights[:, None, None] * table[index]).sum(axis=0) whenever numpy adds the\n"
+"segments in order, i.e. unless n * width == 1 (numpy then sums pairwise).");
 
 static PyObject *
 sum_rows(PyObject *self, PyObject *args)
 {
     PyObject *o_table, *o_index, *o_weights, *o_out;
     Py_ssize_t width;
-    Py_buffer b_table, b_index, b_weights, b_out;
-    int have_index = 0, have_weights = 0, have_out = 0;
     if (!PyArg_ParseTuple(args, "OnOOO:sum_rows", &o_table, &width, &o_index, &o_weights,
                           &o_out)) {
         return NULL;
     }
-    if (take_buffer(o_table, &b_table, "table", "d", -1, 0) < 0) {
+    Py_buffer b_table, b_index, b_out;
+    double *weights = NULL;
+    int have_index = 0, have_out = 0;
+    PyObject *result = NULL;
+    if (width <= 0) {
+        PyErr_Format(PyExc_ValueError, "expected a table of rows of %zd values", width);
         return NULL;
     }
-    PyObject *result = NULL;
-    if (width <= 0 || (b_table.len / 8) % width != 0) {
+    if (take_buffer(o_table, &b_table, "table", "d", -1, 0, NULL) < 0) return NULL;
+    if ((b_table.len / 8) % width != 0) {
         PyErr_Format(PyExc_ValueError, "expected a table of rows of %zd values", width);
         goto done;
     }
     Py_ssize_t rows = b_table.len / 8 / width;
-    if (take_buffer(o_index, &b_index, "index", "q", -1, 0) < 0) goto done;
+    if (take_buffer(o_index, &b_index, "index", "q", -1, 0, NULL) < 0) goto done;
     have_index = 1;
-    if (take_buffer(o_out, &b_out, "out", "d", -1, 1) < 0) goto done;
+    if (take_buffer(o_out, &b_out, "out", "d", -1, 1, NULL) < 0) goto done;
     have_out = 1;
     Py_ssize_t n = b_out.len / 8 / width, segments = n ? b_index.len / 8 / n : 0;
     if (b_out.len != n * width * 8 || b_index.len != segments * n * 8) {
@@ -457,37 +528,42 @@ sum_rows(PyObject *self, PyObject *args)
                      "[segments, rows of out]", width);
         goto done;
     }
-    const double *weights = NULL;
     if (o_weights != Py_None) {
-        if (take_buffer(o_weights, &b_weights, "weights", "d", segments, 0) < 0) goto done;
-        have_weights = 1;
-        weights = b_weights.buf;
-    }
-    const int64_t *index = b_index.buf;
-    for (Py_ssize_t i = 0; i < segments * n; i++) {
-        if (index[i] < 0 || index[i] >= rows) {
-            PyErr_Format(PyExc_ValueError, "index %lld is not a row of the table",
-                         (long long)index[i]);
+        Py_buffer b_weights;
+        if (take_buffer(o_weights, &b_weights, "weights", "d", segments, 0, NULL) < 0) goto done;
+        weights = PyMem_Malloc(segments ? (size_t)segments * sizeof(double) : 1);
+        if (weights != NULL) {
+            memcpy(weights, b_weights.buf, (size_t)segments * sizeof(double));
+        }
+        PyBuffer_Release(&b_weights);
+        if (weights == NULL) {
+            PyErr_NoMemory();
             goto done;
         }
     }
+    const int64_t *index = b_index.buf;
     const double *table = b_table.buf;
     double *out = b_out.buf;
+    Py_ssize_t bad = -1;
+    /* without the GIL: each index is checked where it is read, so a change to it by
+     * another thread can only give a wrong row, never one outside the table */
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t s = 0; s < segments; s++) {
+    for (Py_ssize_t i = 0; i < n * width; i++) {
+        out[i] = 0.0; /* numpy's start: 0.0 + -0.0 is 0.0 */
+    }
+    for (Py_ssize_t s = 0; s < segments && bad < 0; s++) {
         const int64_t *at = index + s * n;
         double w = weights ? weights[s] : 1.0;
         for (Py_ssize_t r = 0; r < n; r++) {
-            const double *from = table + at[r] * width;
+            int64_t i = at[r];
+            if (i < 0 || i >= rows) {
+                bad = s * n + r;
+                break;
+            }
+            const double *from = table + i * width;
             double *to = out + r * width;
             /* the same branch for a whole segment, so predicted; plain loops inside */
-            if (s == 0 && weights) {
-                for (Py_ssize_t j = 0; j < width; j++) to[j] = w * from[j];
-            }
-            else if (s == 0) {
-                for (Py_ssize_t j = 0; j < width; j++) to[j] = from[j];
-            }
-            else if (weights) {
+            if (weights) {
                 for (Py_ssize_t j = 0; j < width; j++) to[j] += w * from[j];
             }
             else {
@@ -496,13 +572,18 @@ sum_rows(PyObject *self, PyObject *args)
         }
     }
     Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        PyErr_Format(PyExc_ValueError, "index %lld (item %zd) is not a row of the table",
+                     (long long)index[bad], bad);
+        goto done;
+    }
     result = Py_None;
     Py_INCREF(result);
 done:
-    if (have_weights) PyBuffer_Release(&b_weights);
     if (have_out) PyBuffer_Release(&b_out);
     if (have_index) PyBuffer_Release(&b_index);
     PyBuffer_Release(&b_table);
+    PyMem_Free(weights);
     return result;
 }
 
@@ -516,7 +597,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "eventml._kernels",
-    "Compiled loops: feature maps and dicts into a matrix, tree walks (see _kernels.c).", -1,
+    "Compiled loops: feature maps and dicts into a matrix, tree walks, forest sums "
+    "(see _kernels.c).", -1,
     methods, NULL, NULL, NULL, NULL,
 };
 

@@ -8,6 +8,7 @@ bounds for every inconsistent call.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import msgspec
@@ -79,7 +80,7 @@ def test_read_maps_refuses_inconsistent_calls() -> None:
     raw = [msgspec.msgpack.encode({"a": 1.0})]
     with pytest.raises(ValueError, match=r"^expected offsets within a map of 12 bytes, got 5$"):
         _kernels.read_maps(raw, signature, mask, ints(5), np.empty((1, 1)))
-    with pytest.raises(ValueError, match=r"^expected a mask as long as the signature"):
+    with pytest.raises(ValueError, match=r"^expected a mask of 12 bytes, got 11$"):
         _kernels.read_maps(raw, signature, mask[:-1], offsets, np.empty((1, 1)))
     with pytest.raises(
         ValueError, match=r"^expected out as 1 float64 or float32 items, got 16 bytes of format"
@@ -135,7 +136,9 @@ def test_read_dicts_refuses_inconsistent_calls() -> None:
         _kernels.read_dicts(rows, ("a",), ints(3), 1, np.empty((1, 1)))
     with pytest.raises(ValueError, match=r"^expected keys as a tuple of str$"):
         _kernels.read_dicts(rows, (1,), ints(0), 1, np.empty((1, 1)))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"^expected 1 int64 columns, got 16 bytes$"):
+    with pytest.raises(
+        ValueError, match=r"^expected columns as 1 int64 items, got 16 bytes of format"
+    ):
         _kernels.read_dicts(rows, ("a",), ints(0, 0), 1, np.empty((1, 1)))
     with pytest.raises(ValueError, match=r"^expected out as 1 float64 or float32 items"):
         _kernels.read_dicts(rows, ("a",), ints(0), 1, np.empty((2, 1)))
@@ -225,9 +228,11 @@ def test_walk_trees_refuses_inconsistent_tables() -> None:
         call(left=ints(3, 1, 2))
     with pytest.raises(ValueError, match=r"^root 0 is not a node$"):
         call(roots=ints(-1))
-    with pytest.raises(ValueError, match=r"^expected threshold as 3 items of format 'd'"):
+    with pytest.raises(
+        ValueError, match=r"^expected threshold as 3 float64 items, got 16 bytes of format 'd'$"
+    ):
         call(threshold=np.zeros(2))
-    with pytest.raises(ValueError, match=r"^expected out as 3 items of format 'q'"):
+    with pytest.raises(ValueError, match=r"^expected out as 3 int64 items, got 16 bytes of format"):
         call(out=np.empty((1, 2), I64))
     with pytest.raises(ValueError, match=r"^expected a matrix of rows of 4 values"):
         call(width=4)
@@ -248,11 +253,78 @@ def test_sum_rows_is_numpys_sum_bit_for_bit() -> None:
     assert out.tobytes() == (weights[:, None, None] * table[index]).sum(axis=0).tobytes()
 
 
+@pytest.mark.parametrize(("rows", "width"), [(1, 2), (2, 1), (3, 6)])
+def test_sum_rows_matches_numpy_over_many_segments(rows: int, width: int) -> None:
+    # numpy adds in segment order unless rows * width == 1 (pairwise: the caller uses numpy)
+    rng = np.random.default_rng(rows * 10 + width)
+    table = rng.random((30, width))
+    index = rng.integers(0, 30, size=(200, rows))
+    weights = rng.random(200)
+    out = np.empty((rows, width))
+    _kernels.sum_rows(table, width, index, weights, out)
+    assert out.tobytes() == (weights[:, None, None] * table[index]).sum(axis=0).tobytes()
+
+
 def test_sum_rows_refuses_inconsistent_calls() -> None:
     table = np.arange(6.0).reshape(3, 2)
-    with pytest.raises(ValueError, match=r"^index 3 is not a row of the table$"):
+    with pytest.raises(ValueError, match=r"^index 3 \(item 1\) is not a row of the table$"):
         _kernels.sum_rows(table, 2, ints(0, 3), None, np.empty((2, 2)))
     with pytest.raises(ValueError, match=r"^expected out as rows of 2 values and index as"):
         _kernels.sum_rows(table, 2, ints(0, 1, 2), None, np.empty((2, 2)))
-    with pytest.raises(ValueError, match=r"^expected weights as 2 items of format 'd'"):
+    with pytest.raises(
+        ValueError, match=r"^expected weights as 2 float64 items, got 24 bytes of format 'd'$"
+    ):
         _kernels.sum_rows(table, 2, ints(0, 1, 2, 0), np.ones(3), np.empty((2, 2)))
+
+
+# ---- calls that would read or write out of bounds without the checks ---------------------------
+
+
+def test_sizes_that_overflow_are_refused() -> None:
+    too_wide = "expected sizes that fit in memory for out, got 2305843009213693953 x 8"
+    with pytest.raises(ValueError, match=f"^{too_wide}$"):
+        _kernels.read_dicts([{"a": 1.0}], ("a",), ints(2**40), 2**61 + 1, np.zeros(1))
+    with pytest.raises(ValueError, match=r"^expected offsets within a map of 8 bytes, got"):
+        _kernels.read_maps([bytes(8)], bytes(8), bytes(8), ints(2**63 - 4), np.zeros(1))
+
+
+def test_an_output_over_the_indexes_cannot_change_them_after_their_check() -> None:
+    shared = np.zeros(2, I64)
+    raw = struct.pack(">q", 1 << 40)  # row 0's value lands on offsets[0]: 1 << 40 as int64
+    assert _kernels.read_maps([raw, raw], bytes(8), bytes(8), shared[:1], shared.view(np.float64))
+    assert shared.tolist() == [1 << 40, 1 << 40]  # row 1 was read at the checked offset 0
+    columns = np.zeros(2, I64)
+    columns[1] = -1
+    out = columns.view(np.float64)[:1].reshape(1, 1)  # out[0, 0] is columns[0]
+    assert _kernels.read_dicts([{"a": 5e-324, "b": 1.0}], ("a", "b"), columns, 1, out)
+    assert out.tolist() == [[5e-324]]
+    index = np.zeros(2, I64)
+    _kernels.sum_rows(np.array([1e300]), 1, index[:1], None, index[1:].view(np.float64))
+    assert index[1:].view(np.float64).tolist() == [1e300]
+
+
+def test_buffers_of_another_format_or_alignment_are_refused() -> None:
+    signature, mask, offsets = layout({"a": 1.0})
+    raw = [msgspec.msgpack.encode({"a": 1.0})]
+    with pytest.raises(ValueError, match=r"^expected offsets as int64 items, got format 'd'$"):
+        _kernels.read_maps(raw, signature, mask, offsets.astype(np.float64), np.empty((1, 1)))
+    unaligned = np.frombuffer(bytes(17), np.float64, 2, 1)
+    with pytest.raises(ValueError, match=r"^expected table aligned to its 8-byte items$"):
+        _kernels.sum_rows(unaligned, 1, ints(0), None, np.empty(1))
+    with pytest.raises(
+        ValueError,
+        match=r"^expected out as 1 float64 or float32 items, got 8 bytes of format '>d'$",
+    ):
+        _kernels.read_maps(raw, signature, mask, offsets, np.empty((1, 1), np.dtype(">f8")))
+
+
+def test_sum_rows_starts_from_zero_like_numpy() -> None:
+    table = np.array([[-0.0, 1.0], [-0.0, 2.0]])
+    index = ints(0, 1, 1, 0).reshape(2, 2)
+    out = np.full((2, 2), 7.0)
+    _kernels.sum_rows(table, 2, index, None, out)
+    assert out.tobytes() == table[index].sum(axis=0).tobytes()  # 0.0, not -0.0
+    assert str(out[0, 0]) == "0.0"
+    empty = np.full((2, 2), 7.0)
+    _kernels.sum_rows(table, 2, np.empty((0, 2), I64), None, empty)
+    assert empty.tolist() == [[0.0, 0.0], [0.0, 0.0]]

@@ -149,8 +149,8 @@ class FeatureMatrix:
 
         Raises :class:`~eventml.errors.SchemaMismatch` naming the row and feature when a
         feature is absent or not a number. Batches whose rows share one all-float layout
-        (:class:`EncodedRows` from the engine, or a list of dicts) are read in one numpy
-        step (:class:`~eventml.models._rows.FloatMaps`); other lists of rows of one layout
+        (:class:`EncodedRows` from the engine, or a list of dicts) are read in one compiled
+        pass (:class:`~eventml.models._rows.FloatMaps`); other lists of rows of one layout
         with one ``itemgetter`` per row; anything else row by row. Every path gives the
         same numbers and errors: the faster ones hand any batch they cannot read exactly
         to the row-by-row loop.

@@ -106,16 +106,18 @@ class Results:
 
     def summed(self, weights: FloatArray | None) -> FloatArray:
         """Per row, the sum over segments of ``weights[s] * probs[s]`` (every row counted),
-        in segment order: from the leaves in one compiled pass when probs was never built."""
-        if self.leaves is None or self.node_probs is None:
+        from the leaves in one compiled pass when probs was never built. numpy adds the
+        segments in order (what the pass does) unless there is one row of one class: then
+        it sums pairwise, and so does this."""
+        leaves, table = self.leaves, self.node_probs
+        if leaves is None or table is None or table.shape[1] * min(leaves.shape[1], 2) < 2:
             p = self.segment_probs()
             return np.asarray(
                 p.sum(axis=0) if weights is None else (weights[:, None, None] * p).sum(axis=0)
             )
-        n = self.leaves.shape[1]
-        out = np.empty((n, self.node_probs.shape[1]))
+        out = np.empty((leaves.shape[1], table.shape[1]))
         w = None if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
-        _kernels.sum_rows(self.node_probs, max(out.shape[1], 1), self.leaves, w, out)
+        _kernels.sum_rows(table, table.shape[1], leaves, w, out)
         return out
 
 
