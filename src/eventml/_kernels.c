@@ -307,17 +307,14 @@ read_dicts(PyObject *self, PyObject *args)
             goto done;
         }
     }
-    /* the list's length is read after out is acquired (which may run Python code); the
-     * loop below runs none (exact dicts, str and floats), so the list cannot change */
-    if (take_buffer(o_out, &out, "out", "df", -1, 1, &single) < 0) goto done;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    if (product(n, width, &count, "out") < 0) goto done;
+    if (take_buffer(o_out, &out, "out", "df", count, 1, &single) < 0) goto done;
     have_out = 1;
-    Py_ssize_t n = PyList_GET_SIZE(rows), size = 0;
-    if (product(n, width, &count, "out") < 0 || product(count, out.itemsize, &size, "out") < 0) {
-        goto done;
-    }
-    if (out.len != size) {
-        PyErr_Format(PyExc_ValueError, "expected out as %zd float64 or float32 items, got %zd "
-                     "bytes of format '%s'", count, out.len, out.format ? out.format : "B");
+    /* acquiring out may run Python code; the loop below runs none (exact dicts, str and
+     * floats), so the list keeps the length out was checked against from here on */
+    if (PyList_GET_SIZE(rows) != n) {
+        PyErr_SetString(PyExc_ValueError, "expected rows to stay as they were during the call");
         goto done;
     }
     int ok = 1;
@@ -504,9 +501,9 @@ sum_rows(PyObject *self, PyObject *args)
                           &o_out)) {
         return NULL;
     }
-    Py_buffer b_table, b_index, b_out;
-    double *weights = NULL;
-    int have_index = 0, have_out = 0;
+    Py_buffer b_table, b_index, b_out, b_weights;
+    const double *weights = NULL; /* values only: another thread may change them, harmlessly */
+    int have_index = 0, have_out = 0, have_weights = 0;
     PyObject *result = NULL;
     if (width <= 0) {
         PyErr_Format(PyExc_ValueError, "expected a table of rows of %zd values", width);
@@ -529,17 +526,9 @@ sum_rows(PyObject *self, PyObject *args)
         goto done;
     }
     if (o_weights != Py_None) {
-        Py_buffer b_weights;
         if (take_buffer(o_weights, &b_weights, "weights", "d", segments, 0, NULL) < 0) goto done;
-        weights = PyMem_Malloc(segments ? (size_t)segments * sizeof(double) : 1);
-        if (weights != NULL) {
-            memcpy(weights, b_weights.buf, (size_t)segments * sizeof(double));
-        }
-        PyBuffer_Release(&b_weights);
-        if (weights == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
+        have_weights = 1;
+        weights = b_weights.buf;
     }
     const int64_t *index = b_index.buf;
     const double *table = b_table.buf;
@@ -582,8 +571,8 @@ sum_rows(PyObject *self, PyObject *args)
 done:
     if (have_out) PyBuffer_Release(&b_out);
     if (have_index) PyBuffer_Release(&b_index);
+    if (have_weights) PyBuffer_Release(&b_weights);
     PyBuffer_Release(&b_table);
-    PyMem_Free(weights);
     return result;
 }
 

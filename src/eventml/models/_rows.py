@@ -127,11 +127,13 @@ class FloatMaps:
             return None
         raws = raws if isinstance(raws, list) else list(raws)
         out = np.empty((len(raws), len(self.names)), dtype)
-        found = self._last
-        if found is not None and self._read(found, raws, out):
+        last = self._last
+        if last is not None and self._read(last, raws, out):
             return out
-        found = self._layout(raws[0])
-        return out if found is not None and self._read(found, raws, out) else None
+        found = self._layout(raws[0])  # the first row's layout, if the last one's was not it
+        if found is None or found is last:
+            return None
+        return out if self._read(found, raws, out) else None
 
     def of_dicts(self, rows: Sequence[Any], dtype: Any = np.float64) -> Any:
         """The matrix of a list of plain dicts (the same keys, in the same order), or None."""

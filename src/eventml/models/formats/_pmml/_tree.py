@@ -362,20 +362,19 @@ class TreeCore(Core):
         if at_leaves and self.leaves_scored:
             return nodes, True
         ended = nodes >= 0
-        if ended.all() and self.frozen.has_score.all():
-            return nodes, True
-        bad = ended & ~self.frozen.has_score[np.where(ended, nodes, 0)]
-        if bad.any():
-            line = self.lines[int(nodes[bad][0])]
-            raise ModelRejected(
-                f"scoring ended in a Node without a score (line {line})", where=self.where
-            )
+        if not self.frozen.has_score.all():
+            bad = ended & ~self.frozen.has_score[np.where(ended, nodes, 0)]
+            if bad.any():
+                line = self.lines[int(nodes[bad][0])]
+                raise ModelRejected(
+                    f"scoring ended in a Node without a score (line {line})", where=self.where
+                )
         if ended.all():
             return nodes, True
         return np.where(ended, nodes, len(self.lines)), False
 
     def predict(self, env: Env) -> Prediction:
-        nodes = self.leaves(env)[0][0]
+        (nodes,), _ = self.leaves(env)  # the one tree's row of results
         if self.function == "regression":
             return Prediction(env.n, value=self.values[nodes])
         return Prediction.from_probabilities(
